@@ -1,0 +1,136 @@
+"""How often should GlobalMeanMiner publish the means? A class-disjoint Fashion-MNIST retrieval sweep.
+
+Trains the same small CNN with VMFLoss under several mean-update schedules (per epoch, every N steps, momentum,
+full pass) on Fashion-MNIST classes 0-4 (training split) and reports MAP@R on classes 5-9 (test split), each run with
+the same seed, data order and initialisation. Appends one CSV row per finished run, so an interrupted sweep resumes.
+
+    python benchmarks/update_schedule.py --data-root /usr/share/datasets/fashion-mnist --out benchmarks/results/update_schedule.csv
+"""
+
+import argparse
+import csv
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from torch.utils.data import DataLoader, TensorDataset
+
+from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
+
+SCHEDULES = {
+    "per_epoch": {"update_every": None},
+    "every_10": {"update_every": 10},
+    "every_50": {"update_every": 50},
+    "every_200": {"update_every": 200},
+    "every_1_momentum_0.9": {"update_every": 1, "momentum": 0.9},
+    "every_10_momentum_0.5": {"update_every": 10, "momentum": 0.5},
+    "full_pass_per_epoch": {"full_pass": True},
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads a gzipped IDX file (images: offset 16, labels: offset 8)."""
+    raw = gzip.open(path, "rb").read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_split(root: Path, split: str, classes: range) -> TensorDataset:
+    images = read_idx(root / f"{split}-images-idx3-ubyte.gz")
+    labels = read_idx(root / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    keep = np.isin(labels, list(classes))
+    x = torch.tensor(images[keep], dtype=torch.float32).unsqueeze(1) / 255.0
+    return TensorDataset((x - 0.2860) / 0.3530, torch.tensor(labels[keep] - classes.start))
+
+
+def small_cnn(embedding_size: int) -> torch.nn.Module:
+    def block(cin: int, cout: int) -> list:
+        return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
+
+    return torch.nn.Sequential(
+        *block(1, 32), torch.nn.MaxPool2d(2), *block(32, 64), torch.nn.MaxPool2d(2),
+        *block(64, 64), *block(64, 64), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(64, embedding_size),
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, dataset: TensorDataset) -> torch.Tensor:
+    model.eval()
+    out = torch.cat([model(x) for x, _ in DataLoader(dataset, batch_size=512)])
+    model.train()
+    return out
+
+
+def run(name: str, schedule: dict, train: TensorDataset, test: TensorDataset, args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    model = small_cnn(args.embedding_size)
+    loss_func = VMFLoss(num_classes=5, embedding_size=args.embedding_size, kappa=args.kappa)
+    full_pass = schedule.get("full_pass", False)
+    miner = GlobalMeanMiner(
+        loss_func,
+        update_every=schedule.get("update_every"),
+        momentum=schedule.get("momentum", 0.0),
+        seed_missing_means=not full_pass,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed + 1))
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        if full_pass:
+            loss_func.means.copy_(compute_class_means(model, DataLoader(train, batch_size=512), 5).means)
+        for inputs, labels in loader:
+            embeddings = model(inputs)
+            loss = loss_func(embeddings, labels, miner(embeddings, labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if schedule.get("update_every", 0) is None:
+            miner.update_means()
+    train_seconds = time.perf_counter() - start
+    calculator = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1", "r_precision"))
+    test_embeddings = embed(model, test)
+    metrics = calculator.get_accuracy(test_embeddings, test.tensors[1])
+    return {"schedule": name, "seed": args.seed, "epochs": args.epochs, "kappa": args.kappa,
+            "train_seconds": round(train_seconds, 1), **{k: round(float(v), 4) for k, v in metrics.items()}}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/update_schedule.csv"))
+    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--embedding-size", type=int, default=64)
+    parser.add_argument("--kappa", type=float, default=16.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train, test = load_split(args.data_root, "train", range(0, 5)), load_split(args.data_root, "t10k", range(5, 10))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.out.exists():
+        with args.out.open() as f:
+            done = {(row["schedule"], int(row["seed"])) for row in csv.DictReader(f)}
+    for name in args.schedules:
+        if (name, args.seed) in done:
+            continue
+        row = run(name, SCHEDULES[name], train, test, args)
+        print(row, flush=True)
+        write_header = not args.out.exists()
+        with args.out.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if write_header:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""pml-vmf: the von Mises-Fisher loss of Zhe, Chen & Yan (arXiv 1802.09662) for pytorch-metric-learning."""
+
+__version__ = "0.1.0.dev0"
+
+from .class_means import ClassMeanEstimate, compute_class_means, estimate_class_means, estimate_concentration
+from .global_mean_miner import GlobalMeanMiner
+from .vmf_loss import VMFLoss
+
+__all__ = [
+    "ClassMeanEstimate",
+    "GlobalMeanMiner",
+    "VMFLoss",
+    "compute_class_means",
+    "estimate_class_means",
+    "estimate_concentration",
+]

@@ -1,0 +1,146 @@
+"""Maximum-likelihood vMF class means and concentrations, from running sums or from a full pass over a dataset."""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import all_reduce_sum_, distributed_sampler_padding
+from .pml_api import is_distributed
+from .validation import check_batch, check_label_range, drop_non_finite_rows
+
+
+@dataclass
+class ClassMeanEstimate:
+    """Per-class vMF estimates from a set of unit embeddings.
+
+    Attributes:
+        means: ``(num_classes, embedding_size)`` unit mean directions; a row of zeros for a class with no samples.
+        counts: ``(num_classes,)`` number of samples of each class.
+        resultant_lengths: ``(num_classes,)`` mean resultant length ``R = ||sum z|| / n`` in ``[0, 1]``; NaN where
+            ``n = 0``. Near 1 means a compact class.
+        concentrations: ``(num_classes,)`` Banerjee et al.'s approximation of each class's own kappa; NaN where
+            ``n = 0``, inf where all samples coincide.
+    """
+
+    means: torch.Tensor
+    counts: torch.Tensor
+    resultant_lengths: torch.Tensor
+    concentrations: torch.Tensor
+
+
+def estimate_concentration(resultant_length: torch.Tensor, dim: int) -> torch.Tensor:
+    """Approximates the vMF concentration from the mean resultant length (Banerjee et al., JMLR 2005).
+
+    ``kappa_hat = R (p - R^2) / (1 - R^2)``, computed in float64. Useful as a diagnostic of how compact each class is.
+
+    Args:
+        resultant_length: mean resultant lengths in ``[0, 1]``.
+        dim: the dimension ``p`` of the sphere's ambient space (the embedding width).
+
+    Returns:
+        The estimates, float64, inf where ``R == 1``.
+    """
+    r = resultant_length.double().clamp(0.0, 1.0)
+    return r * (dim - r**2) / (1.0 - r**2)
+
+
+def estimate_class_means(sums: torch.Tensor, counts: torch.Tensor) -> ClassMeanEstimate:
+    """Turns per-class sums of unit embeddings and sample counts into means and statistics.
+
+    Args:
+        sums: ``(num_classes, embedding_size)`` sums of L2-normalised embeddings.
+        counts: ``(num_classes,)`` sample counts.
+    """
+    norms = sums.double().norm(dim=1)
+    counts_f = counts.double()
+    resultant_lengths = torch.where(counts > 0, norms / counts_f.clamp_min(1), torch.nan)
+    return ClassMeanEstimate(
+        means=F.normalize(sums.float(), dim=1),
+        counts=counts.clone(),
+        resultant_lengths=resultant_lengths,
+        concentrations=estimate_concentration(resultant_lengths, sums.shape[1]),
+    )
+
+
+@torch.no_grad()
+def compute_class_means(
+    model: torch.nn.Module,
+    dataloader: Iterable,
+    num_classes: int,
+    *,
+    device: Optional[torch.device] = None,
+    gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> ClassMeanEstimate:
+    """The paper's exact mean step: one pass over a (training) set in eval mode.
+
+    Use it to initialise ``VMFLoss.means`` from a (pretrained) network before the first step, or as the per-epoch
+    update: ``loss_func.means.copy_(compute_class_means(model, loader, num_classes).means)``. The model's train/eval
+    mode is restored afterwards. Run it inside ``torch.autocast`` to embed in mixed precision; sums are float32.
+
+    Every sample is counted exactly once under multiple processes:
+
+    * with ``gather`` (``accelerator.gather_for_metrics`` for an accelerate-prepared loader), every process sums the
+      gathered global batch, from which accelerate has dropped the samples it repeated to even out the last batch;
+    * without it, ``dataloader`` must draw from a ``torch.utils.data.DistributedSampler``: the duplicates it pads with
+      are left out and the sums are all-reduced.
+
+    Args:
+        model: maps a batch of inputs to embeddings ``(batch_size, embedding_size)``.
+        dataloader: yields ``(inputs, labels, ...)`` with labels in ``[0, num_classes)``.
+        num_classes: number of classes.
+        device: where to run the model; defaults to the device of its first parameter.
+        gather: gathers a per-process tensor into the global one, every sample once.
+
+    Returns:
+        The means (zeros for classes with no sample) and per-class statistics, identical on every process.
+
+    Raises:
+        ValueError: under ``torch.distributed`` when neither ``gather`` nor a ``DistributedSampler`` says how the
+            data is split, or for labels outside ``[0, num_classes)``.
+    """
+    padding = None
+    if is_distributed() and gather is None:
+        padding = distributed_sampler_padding(dataloader)
+        if padding is None:
+            raise ValueError(
+                "compute_class_means under torch.distributed cannot tell which process holds which sample: pass "
+                "gather=accelerator.gather_for_metrics with an accelerate-prepared dataloader, or draw the "
+                "dataloader from a torch.utils.data.DistributedSampler."
+            )
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums: Optional[torch.Tensor] = None
+    counts = torch.zeros(num_classes, dtype=torch.long, device=device)
+    num_local_seen = 0
+    try:
+        for batch in dataloader:
+            inputs, labels = batch[0].to(device), batch[1].to(device)
+            embeddings = model(inputs).float()
+            if gather is not None:
+                embeddings, labels = gather(embeddings), gather(labels)
+            elif padding is not None:
+                dataset_size, world_size, rank = padding
+                positions = torch.arange(num_local_seen, num_local_seen + len(labels), device=device)
+                num_local_seen += len(labels)
+                keep = positions * world_size + rank < dataset_size
+                embeddings, labels = embeddings[keep], labels[keep]
+            if sums is None:
+                sums = torch.zeros(num_classes, embeddings.shape[1], device=device)
+            check_batch(embeddings, labels, num_classes, sums.shape[1])
+            finite = torch.isfinite(embeddings).all(dim=1)
+            (num_non_finite,) = check_label_range(labels, num_classes, (~finite).sum())
+            embeddings, labels, _ = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "compute_class_means")
+            sums.index_add_(0, labels, F.normalize(embeddings, dim=1))
+            counts += torch.bincount(labels, minlength=num_classes)
+    finally:
+        model.train(was_training)
+    if sums is None:
+        raise ValueError("compute_class_means got an empty dataloader: it needs at least one batch.")
+    if padding is not None:
+        all_reduce_sum_(sums, counts)
+    return estimate_class_means(sums, counts)

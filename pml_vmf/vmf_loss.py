@@ -1,0 +1,137 @@
+"""VMFLoss: cross-entropy of a von Mises-Fisher mixture whose class means are estimated, not learned."""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
+from .validation import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
+
+
+class VMFLoss(BaseMetricLossFunction):
+    """von Mises-Fisher loss of Zhe, Chen & Yan, "Directional Statistics-based Deep Metric Learning for Image
+    Classification and Retrieval" (Pattern Recognition 93, 2019; arXiv 1802.09662).
+
+    Each class ``c`` is a ``vMF(mu_c, kappa)`` on the unit sphere with one shared concentration, so the normaliser
+    cancels and the per-sample loss is ``-log softmax_c(kappa * cos(z, mu_c))[y]``. The means ``mu_c`` are a buffer,
+    not parameters: they receive no gradient and are estimated from the training set by :class:`GlobalMeanMiner`
+    (running sums) or :func:`compute_class_means` (a full pass), or written by the user (``loss.means.copy_(...)``).
+
+    A row of zeros in ``means`` means "no mean yet": that class is left out of the softmax (logit ``-inf``), and a
+    batch that holds a sample of such a class is an error. ``GlobalMeanMiner`` seeds the mean of every class from the
+    first batch it appears in, before the loss sees that batch, so the drop-in loop trains from scratch.
+
+    Logits and the log-softmax are computed in float32 even under fp16/bf16 autocast (float64 for float64
+    embeddings); the buffer itself is never cast.
+
+    Args:
+        num_classes: number of training classes; labels must lie in ``[0, num_classes)``.
+        embedding_size: width of the embeddings.
+        kappa: the shared concentration, i.e. the inverse softmax temperature (``NormalizedSoftmaxLoss``'s
+            ``temperature = 1 / kappa``).
+        **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
+
+    Example:
+        >>> loss_func = VMFLoss(num_classes=100, embedding_size=128, kappa=16.0)
+        >>> miner = GlobalMeanMiner(loss_func)
+        >>> loss = loss_func(embeddings, labels, miner(embeddings, labels))
+    """
+
+    def __init__(self, num_classes: int, embedding_size: int, kappa: float = 16.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_num_classes_and_size(num_classes, embedding_size)
+        check_cosine_distance(self.distance)
+        self.num_classes = num_classes
+        self.embedding_size = embedding_size
+        self.kappa = kappa
+        self.register_buffer("means", torch.zeros(num_classes, embedding_size, dtype=torch.float32))
+        self.add_to_recordable_attributes(
+            list_of_names=["num_classes", "embedding_size", "kappa"], is_stat=False
+        )
+
+    @property
+    def kappa(self) -> float:
+        """The shared concentration; must be finite and positive."""
+        return self._kappa
+
+    @kappa.setter
+    def kappa(self, value: float) -> None:
+        self._kappa = check_kappa(value)
+
+    def get_default_distance(self) -> CosineSimilarity:
+        return CosineSimilarity()
+
+    def compute_loss(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices_tuple: Optional[tuple],
+        ref_emb: torch.Tensor,
+        ref_labels: torch.Tensor,
+    ) -> dict:
+        c_f.labels_required(labels)
+        c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
+        check_batch(embeddings, labels, self.num_classes, self.embedding_size)
+        logits, mean_norms = self._logits_and_mean_norms(embeddings)
+        target_has_no_mean = mean_norms[labels.clamp(0, self.num_classes - 1)] == 0
+        (num_without_mean,) = check_label_range(labels, self.num_classes, target_has_no_mean.sum())
+        if num_without_mean:
+            self._raise_missing_means(labels[target_has_no_mean])
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        if indices_tuple is not None:
+            losses = losses * lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
+        return {
+            "loss": {
+                "losses": losses,
+                "indices": c_f.torch_arange_from_size(embeddings),
+                "reduction_type": "element",
+            }
+        }
+
+    def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Returns ``kappa * cos(embeddings, means)`` of shape ``(N, num_classes)``, ``-inf`` for classes with no mean.
+
+        float32 whatever the autocast context (float64 for float64 embeddings).
+        """
+        return self._logits_and_mean_norms(embeddings)[0]
+
+    @torch.no_grad()
+    def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean."""
+        if not self.means.ne(0).any():
+            raise ValueError(
+                "VMFLoss.predict: no class has a mean yet. Estimate them first with compute_class_means(...) "
+                "or by training with GlobalMeanMiner."
+            )
+        return self.get_logits(embeddings).argmax(dim=1)
+
+    def _means_on(self, device: torch.device) -> torch.Tensor:
+        # Follow the embeddings to their device once, as PML's own losses do with their weights; never change dtype.
+        if self.means.device != device:
+            self.means = self.means.to(device)
+        return self.means
+
+    def _logits_and_mean_norms(self, embeddings: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+        means = self._means_on(embeddings.device)
+        dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            means = means.to(dtype)
+            dots = self.distance.compute_mat(self.distance.normalize(embeddings.to(dtype)), means)
+            # Dividing the (N, C) dot products by the mean norms gives the cosine without writing normalised means,
+            # and one fused multiply-add applies kappa and removes the classes that have no mean (norm 0).
+            norms = means.norm(dim=1)
+            has_mean = norms > 0
+            scale = torch.where(has_mean, self.kappa / norms, 0.0)
+            offset = torch.where(has_mean, 0.0, -torch.inf).to(dtype)
+            return torch.addcmul(offset, dots, scale), norms
+
+    @staticmethod
+    def _raise_missing_means(labels: torch.Tensor) -> None:
+        classes = sorted(set(labels.tolist()))
+        raise ValueError(
+            f"VMFLoss has no mean direction yet for class(es) {classes[:10]}{'...' if len(classes) > 10 else ''}. "
+            "Pass the batch through GlobalMeanMiner first (it seeds missing means: "
+            "loss_func(embeddings, labels, miner(embeddings, labels))), or initialise all means with "
+            "loss_func.means.copy_(compute_class_means(model, train_loader, num_classes).means)."
+        )

@@ -1,0 +1,212 @@
+"""GlobalMeanMiner against a numpy reference: sums, updates, momentum, seeding, non-finite input and resuming."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+from pml_vmf import GlobalMeanMiner, VMFLoss
+
+NUM_CLASSES, EMBEDDING_SIZE = 6, 8
+
+
+def _batches(device, num_batches=5, batch_size=10, seed=0):
+    """Batches in which class 5 never appears and class 4 only in the first batch."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for index in range(num_batches):
+        labels = torch.randint(0, 4, (batch_size,), generator=generator)
+        if index == 0:
+            labels[:2] = 4
+        embeddings = torch.randn(batch_size, EMBEDDING_SIZE, generator=generator) * 3
+        batches.append((embeddings.to(device), labels.to(device)))
+    return batches
+
+
+def _numpy_means(batches, num_classes=NUM_CLASSES):
+    sums = np.zeros((num_classes, EMBEDDING_SIZE))
+    counts = np.zeros(num_classes, dtype=int)
+    for embeddings, labels in batches:
+        e = embeddings.cpu().double().numpy()
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        for row, label in zip(e, labels.cpu().numpy()):
+            sums[label] += row
+            counts[label] += 1
+    norms = np.linalg.norm(sums, axis=1)
+    means = np.divide(sums, norms[:, None], out=np.zeros_like(sums), where=norms[:, None] > 0)
+    return means, counts, norms
+
+
+def _fresh(device, **miner_kwargs):
+    loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=16.0).to(device)
+    return loss, GlobalMeanMiner(loss, **miner_kwargs).to(device)
+
+
+def test_update_equals_numpy_reference_and_keeps_means_of_absent_classes(device):
+    loss, miner = _fresh(device)
+    first, rest = _batches(device)[:1], _batches(device)[1:]
+    for embeddings, labels in first:
+        miner(embeddings, labels)
+    miner.update_means()
+    mean_of_class_4 = loss.means[4].clone()
+    for embeddings, labels in rest:
+        miner(embeddings, labels)
+    estimate = miner.update_means()
+
+    expected, counts, norms = _numpy_means(rest)
+    np.testing.assert_allclose(loss.means[:4].cpu().numpy(), expected[:4], rtol=1e-5, atol=1e-6)
+    assert torch.equal(loss.means[4], mean_of_class_4), "class 4 had no sample: its previous mean must stay"
+    assert torch.equal(loss.means[5].cpu(), torch.zeros(EMBEDDING_SIZE)), "class 5 was never seen"
+    np.testing.assert_array_equal(estimate.counts.cpu().numpy(), counts)
+    np.testing.assert_allclose(estimate.resultant_lengths[:4].cpu().numpy(), norms[:4] / counts[:4], rtol=1e-6)
+    r = norms[:4] / counts[:4]
+    np.testing.assert_allclose(
+        estimate.concentrations[:4].cpu().numpy(), r * (EMBEDDING_SIZE - r**2) / (1 - r**2), rtol=1e-5
+    )
+    assert torch.isnan(estimate.resultant_lengths[4:]).all() and torch.isnan(estimate.concentrations[4:]).all()
+    assert torch.equal(estimate.means, loss.means)
+    assert miner.class_counts.sum() == 0 and miner.class_sums.abs().sum() == 0, "update must reset the sums"
+
+
+def test_momentum_update_equals_reference(device):
+    loss, miner = _fresh(device, momentum=0.75)
+    batches = _batches(device)
+    for embeddings, labels in batches[:2]:
+        miner(embeddings, labels)
+    miner.update_means()
+    old = loss.means.cpu().double().numpy()
+    for embeddings, labels in batches[2:]:
+        miner(embeddings, labels)
+    miner.update_means()
+    new, _, _ = _numpy_means(batches[2:])
+    blend = 0.75 * old[:4] + 0.25 * new[:4]
+    expected = blend / np.linalg.norm(blend, axis=1, keepdims=True)
+    np.testing.assert_allclose(loss.means[:4].cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_update_every_publishes_automatically(device):
+    loss, miner = _fresh(device, update_every=2, seed_missing_means=False)
+    batches = _batches(device)
+    miner(*batches[0])
+    assert loss.means.abs().sum() == 0 and miner.calls_since_update == 1
+    miner(*batches[1])
+    expected, _, _ = _numpy_means(batches[:2])
+    np.testing.assert_allclose(loss.means.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert miner.calls_since_update == 0
+
+
+def test_returned_tuple_weighs_every_sample_equally(device):
+    loss, miner = _fresh(device)
+    embeddings, labels = _batches(device)[0]
+    indices_tuple = miner(embeddings, labels)
+    assert len(indices_tuple) == 4 and miner.num_pos_pairs == len(labels) and miner.num_neg_pairs == 0
+    weights = lmu.convert_to_weights(indices_tuple, labels, dtype=torch.float32)
+    assert torch.equal(weights, torch.ones_like(weights))
+    torch.testing.assert_close(loss(embeddings, labels, indices_tuple), loss(embeddings, labels))
+
+
+def test_missing_means_are_seeded_from_the_batch_without_overwriting_existing_ones(device):
+    loss, miner = _fresh(device)
+    user_mean = F.normalize(torch.randn(EMBEDDING_SIZE, device=device), dim=0)
+    loss.means[0] = user_mean
+    embeddings, labels = _batches(device)[0]
+    miner(embeddings, labels)
+    expected, _, _ = _numpy_means([(embeddings, labels)])
+    present = sorted(set(labels.tolist()) - {0})
+    np.testing.assert_allclose(loss.means[present].cpu().numpy(), expected[present], rtol=1e-5, atol=1e-6)
+    assert torch.equal(loss.means[0], user_mean)
+    assert torch.equal(loss.means[5].cpu(), torch.zeros(EMBEDDING_SIZE))
+
+
+def test_non_finite_embeddings_are_skipped_loudly_and_means_stay_finite(device):
+    loss, miner = _fresh(device)
+    embeddings, labels = _batches(device)[0]
+    poisoned = embeddings.clone()
+    poisoned[0, 0] = float("nan")
+    poisoned[3, 1] = float("inf")
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 10 embeddings with NaN or inf"):
+        indices_tuple = miner(poisoned, labels)
+    assert 0 not in indices_tuple[0].tolist() and 3 not in indices_tuple[0].tolist()
+    assert miner.num_skipped_non_finite == 2
+    with pytest.warns(RuntimeWarning):
+        miner(torch.full_like(embeddings, float("nan")), labels)
+    miner.update_means()
+    assert torch.isfinite(loss.means).all()
+    keep = torch.tensor([i not in (0, 3) for i in range(len(labels))], device=device)
+    expected, _, _ = _numpy_means([(embeddings[keep], labels[keep])])
+    np.testing.assert_allclose(loss.means.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("update_every", [None, 3])
+def test_resume_mid_epoch_gives_the_same_means(tmp_path, update_every, device):
+    batches = _batches(device, num_batches=7)
+    loss, miner = _fresh(device, update_every=update_every, momentum=0.5)
+    for batch in batches:
+        miner(*batch)
+    uninterrupted = miner.update_means().means
+
+    loss, miner = _fresh(device, update_every=update_every, momentum=0.5)
+    for batch in batches[:4]:
+        miner(*batch)
+    torch.save({"loss": loss.state_dict(), "miner": miner.state_dict()}, tmp_path / "checkpoint.pt")
+    del loss, miner
+    state = torch.load(tmp_path / "checkpoint.pt")
+    loss, miner = _fresh(device, update_every=update_every, momentum=0.5)
+    loss.load_state_dict(state["loss"])
+    miner.load_state_dict(state["miner"])
+    for batch in batches[4:]:
+        miner(*batch)
+    assert torch.equal(miner.update_means().means, uninterrupted)
+
+
+def test_miner_follows_the_embeddings_device(device):
+    loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE)
+    miner = GlobalMeanMiner(loss)
+    embeddings, labels = _batches(device)[0]
+    miner(embeddings, labels)
+    assert miner.class_sums.device.type == device.type and loss.means.device.type == device.type
+    assert miner.class_sums.dtype == torch.float32
+
+
+def test_miner_state_dict_holds_sums_not_the_loss():
+    loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE)
+    miner = GlobalMeanMiner(loss)
+    assert set(miner.state_dict()) == {"class_sums", "class_counts", "_extra_state"}
+    assert list(miner.children()) == [miner.distance]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"update_every": 0}, "update_every must be a positive integer"),
+        ({"update_every": 2.5}, "update_every must be a positive integer"),
+        ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
+        ({"momentum": -0.1}, r"momentum must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_miner_settings_are_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE), **kwargs)
+
+
+def test_miner_needs_a_vmf_loss():
+    from pytorch_metric_learning.losses import NormalizedSoftmaxLoss
+
+    with pytest.raises(ValueError, match="needs the VMFLoss"):
+        GlobalMeanMiner(NormalizedSoftmaxLoss(NUM_CLASSES, EMBEDDING_SIZE))
+
+
+@pytest.mark.parametrize(
+    "embeddings, labels, message",
+    [
+        (torch.randn(3, EMBEDDING_SIZE), torch.tensor([0, 1, NUM_CLASSES]), r"labels must lie in \[0, 5\]"),
+        (torch.randn(3, EMBEDDING_SIZE), torch.tensor([0.0, 1.0, 2.0]), "integer"),
+        (torch.randn(3, EMBEDDING_SIZE - 1), torch.tensor([0, 1, 2]), "width 7"),
+    ],
+)
+def test_bad_batch_to_miner_is_a_value_error(embeddings, labels, message):
+    loss, miner = _fresh(torch.device("cpu"))
+    with pytest.raises(ValueError, match=message):
+        miner(embeddings, labels)
+    assert miner.class_counts.sum() == 0 and loss.means.abs().sum() == 0

@@ -1,0 +1,24 @@
+"""The README's Python blocks run as written, in order, in one namespace: the quick start must train."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks() -> "list[str]":
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run_and_the_quick_start_trains(report):
+    blocks = _python_blocks()
+    assert len(blocks) >= 2, "the README lost its quick start"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    report(f"README quick start: nearest-mean training accuracy {namespace['accuracy']:.3f} after 5 epochs")
+    assert namespace["accuracy"] > 0.9
+    assert namespace["loss_func"].means.abs().sum(dim=1).gt(0).all()
