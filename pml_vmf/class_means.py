@@ -111,7 +111,7 @@ def compute_class_means(
                 "dataloader from a torch.utils.data.DistributedSampler."
             )
     if device is None:
-        device = next(model.parameters()).device
+        device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     sums: Optional[torch.Tensor] = None
