@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
 
 SCHEDULES = {
-    "per_epoch": {"update_every": None},
+    "per_epoch": {"update_every": None, "publish_at_epoch_end": True},
     "every_10": {"update_every": 10},
     "every_50": {"update_every": 50},
     "every_200": {"update_every": 200},
     "every_1_momentum_0.9": {"update_every": 1, "momentum": 0.9},
     "every_10_momentum_0.5": {"update_every": 10, "momentum": 0.5},
-    "full_pass_per_epoch": {"full_pass": True},
+    "full_pass_per_epoch": {"update_every": None, "full_pass": True},
 }
 
 
@@ -73,7 +73,7 @@ def run(name: str, schedule: dict, train: TensorDataset, test: TensorDataset, ar
     full_pass = schedule.get("full_pass", False)
     miner = GlobalMeanMiner(
         loss_func,
-        update_every=schedule.get("update_every"),
+        update_every=schedule["update_every"],
         momentum=schedule.get("momentum", 0.0),
         seed_missing_means=not full_pass,
     )
@@ -89,7 +89,7 @@ def run(name: str, schedule: dict, train: TensorDataset, test: TensorDataset, ar
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if schedule.get("update_every", 0) is None:
+        if schedule.get("publish_at_epoch_end", False):
             miner.update_means()
     train_seconds = time.perf_counter() - start
     calculator = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1", "r_precision"))

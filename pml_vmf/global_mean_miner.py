@@ -30,7 +30,8 @@ class GlobalMeanMiner(BaseMiner):
 
     Args:
         loss: the ``VMFLoss`` whose ``means`` this miner writes. It is not registered as a submodule: the means live
-            in the loss's ``state_dict`` only, and the miner's ``state_dict`` holds its sums, counts and call count (as extra state).
+            in the loss's ``state_dict`` only, and the miner's ``state_dict`` holds its sums, counts and call count
+            (as extra state).
         update_every: publish the means every this many calls; ``None`` to publish only when
             :meth:`update_means` is called. The default of 50 comes from ``benchmarks/update_schedule.py``: on
             class-disjoint Fashion-MNIST, means published once per epoch lagged the network (MAP@R 0.242 against
