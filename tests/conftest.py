@@ -34,3 +34,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("measured by the tests")
         for line in _REPORTED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> "os.PathLike":
+    """UCI digits (1,797 real 8x8 images, bundled with scikit-learn) as an image-folder tree root/<class>/<n>.png."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).astype(np.uint8)
+    for n, (image, label) in enumerate(zip(images, digits.target)):
+        (root / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / str(label) / f"{n:04d}.png")
+    return root

@@ -17,7 +17,7 @@ def accelerate_launch(script: Path, *args: str, num_processes: int = 2, timeout:
     """Runs ``script`` on ``num_processes`` CPU processes and returns its output; fails loudly on a non-zero exit."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+        *(["--multi_gpu"] if num_processes > 1 else ["--cpu"]), "--num_processes", str(num_processes), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(script), *args,
     ]  # fmt: skip

@@ -1,0 +1,25 @@
+"""Dataset readers for the DML protocols, splits, transforms and the m-per-class sampler."""
+
+from .dataset_files import DatasetNotFoundError
+from .fashion_mnist import read_fashion_mnist
+from .image_dataset import ImageDataset, load_rgb
+from .labelled_images import LabelledImages, RetrievalSplits, class_disjoint_halves, hold_out_validation
+from .protocols import PROTOCOL_COUNTS, READERS, load_protocol
+from .sampler import MPerClassBatchSampler
+from .transforms import build_transforms
+
+__all__ = [
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "LabelledImages",
+    "MPerClassBatchSampler",
+    "PROTOCOL_COUNTS",
+    "READERS",
+    "RetrievalSplits",
+    "build_transforms",
+    "class_disjoint_halves",
+    "hold_out_validation",
+    "load_protocol",
+    "load_rgb",
+    "read_fashion_mnist",
+]

@@ -1,0 +1,59 @@
+"""A torch Dataset over LabelledImages: RGB PIL images through a transform, with per-sample seeded augmentation."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .labelled_images import LabelledImages
+
+
+def load_rgb(images: LabelledImages, index: int) -> Image.Image:
+    """The image at ``index`` as RGB; grayscale and RGBA sources are converted (RGBA onto white)."""
+    source = images.images
+    if isinstance(source, np.ndarray):
+        image = Image.fromarray(source[index])
+    else:
+        with Image.open(source[index]) as opened:
+            opened.load()
+            image = opened
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Yields ``(image, label, index)``.
+
+    Indexed by an int, or by ``(index, seed)`` as :class:`~pml_vmf.data.MPerClassBatchSampler` yields: the random
+    augmentation of that sample is then drawn from ``seed`` alone, so it is the same whichever process or worker
+    loads it, and a resumed run sees the same images as one that ran through.
+    """
+
+    def __init__(self, images: LabelledImages, transform: Optional[Callable] = None) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: Union[int, tuple]) -> tuple:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = load_rgb(self.images, index)
+        if self.transform is not None:
+            if seed is None:
+                image = self.transform(image)
+            else:
+                python_state = random.getstate()
+                with torch.random.fork_rng(devices=[]):
+                    random.seed(seed)  # timm's random resized crop draws from `random`, torchvision's from torch
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
+                random.setstate(python_state)
+        return image, int(self.images.labels[index]), index

@@ -1,0 +1,20 @@
+"""The pieces recipes/train.py is made of: config, model, loss registry, checkpoints and the training engine."""
+
+from .config import ConfigError, RecipeConfig, load_config, save_config
+from .engine import RecipeRun, load_embedding_model
+from .losses import LOSSES, TrainingLoss, build_training_loss
+from .model import EmbeddingModel, create_embedding_model
+
+__all__ = [
+    "ConfigError",
+    "EmbeddingModel",
+    "LOSSES",
+    "RecipeConfig",
+    "RecipeRun",
+    "TrainingLoss",
+    "build_training_loss",
+    "create_embedding_model",
+    "load_config",
+    "load_embedding_model",
+    "save_config",
+]

@@ -1,0 +1,199 @@
+"""The recipe configuration: typed sections with defaults, loaded from YAML and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override names a key that does not exist or gives a value of the wrong kind."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # the run folder is <output_dir>/<name>
+    output_dir: str = "runs"
+    seed: int = 0
+    trackers: list = field(default_factory=list)  # accelerate trackers, e.g. [tensorboard]
+    mixed_precision: Optional[str] = None  # no | fp16 | bf16; None keeps `accelerate launch`'s choice
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"  # cub200 | cars196 | sop | inshop | image_folder | fashion_mnist
+    root: Optional[str] = None  # the dataset folder; --data-root sets it
+    protocol: str = "class_disjoint"  # fashion_mnist and image_folder: class_disjoint | closed_set
+    check_protocol: bool = True  # assert the official image and class counts at load
+    val_fraction: float = 0.1  # share of the training data held out for checkpoint selection
+    val_by: str = "auto"  # classes | images | auto (classes for class-disjoint protocols, images for closed_set)
+    max_images_per_class: Optional[int] = None  # subsample every split, for quick runs
+    image_size: int = 224
+    train_scale: list = field(default_factory=lambda: [0.16, 1.0])  # random resized crop area range
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    pretrained: bool = False  # timm weights by the backbone's tag, e.g. resnet50.tv_in1k (needs the hub)
+    pretrained_file: Optional[str] = None  # local weights for the backbone: a timm-compatible state dict
+    embedding_size: int = 512
+    freeze_batchnorm: bool = False  # keep BatchNorm statistics and affine weights fixed, the usual DML setting
+
+
+@dataclass
+class LossConfig:
+    name: str = "vmf"  # a key of pml_vmf.training.LOSSES
+    # Per loss name, keyword arguments over the registry's defaults, e.g. {vmf: {kappa: 16}, triplet: {margin: 0.1}}:
+    # switching loss.name keeps every loss's own settings.
+    params: dict = field(default_factory=dict)
+    miner_params: dict = field(default_factory=dict)  # per loss name, keyword arguments of its miner
+    mean_update: str = "miner"  # vmf: miner (GlobalMeanMiner's schedule) | full_pass (a full pass per epoch)
+    init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
+    lr: float = 1e-4
+    loss_lr: float = 1e-2  # learning rate of loss parameters (proxies, class weights)
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | constant
+    head_warmup_epochs: int = 0  # train only the embedding head (and loss parameters) for this many epochs
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128  # the global batch, split over processes
+    samples_per_class: int = 4
+    max_steps_per_epoch: Optional[int] = None
+    stop_after_epoch: Optional[int] = None  # stop cleanly after this epoch; continue later with --resume
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    every: int = 1  # validate every this many epochs
+    recall_at: list = field(default_factory=lambda: [1, 2, 4, 8])
+    metrics: list = field(default_factory=lambda: ["precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"])
+    knn: str = "auto"  # auto (faiss when installed) | faiss | torch
+    knn_batch_size: int = 4096  # query rows per block of the torch fallback: bounds its memory
+    grid_queries: int = 8  # retrieval grid plot: this many queries with their top-5 results
+
+
+@dataclass
+class RecipeConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _valid_keys(section: Any, prefix: str = "") -> list:
+    keys = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _valid_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
+    parts = dotted_key.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts):
+        if isinstance(node, dict):  # a free-form section (loss.params): any key, checked by the loss itself
+            if depth != len(parts) - 1:
+                node = node.setdefault(part, {})
+                continue
+            node[part] = value
+            return
+        names = {f.name for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else set()
+        if part not in names:
+            raise ConfigError(
+                f"Unknown config key {dotted_key!r}. Valid keys: {', '.join(_valid_keys(config))}."
+            )
+        if depth == len(parts) - 1:
+            current = getattr(node, part)
+            if dataclasses.is_dataclass(current) or (isinstance(current, dict) and not isinstance(value, dict)):
+                raise ConfigError(f"Config key {dotted_key!r} is a section: set its keys, e.g. {dotted_key}.<key>=...")
+            if current is not None and value is not None:
+                if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                if not isinstance(value, type(current)):
+                    raise ConfigError(
+                        f"Config key {dotted_key!r} takes a {type(current).__name__} (default {current!r}), "
+                        f"got {value!r}."
+                    )
+            setattr(node, part, dict(current, **value) if isinstance(current, dict) else value)
+            return
+        node = getattr(node, part)
+
+
+def _apply(config: RecipeConfig, tree: dict, prefix: str = "") -> None:
+    for key, value in tree.items():
+        dotted_key = f"{prefix}{key}"
+        node: Any = config
+        for part in dotted_key.split("."):
+            node = getattr(node, part, None)
+        if isinstance(value, dict) and dataclasses.is_dataclass(node):
+            _apply(config, value, f"{dotted_key}.")
+        else:
+            _set(config, dotted_key, value)
+
+
+def parse_override(text: str) -> tuple:
+    """Splits ``key.sub=value`` and reads the value as YAML (``1e-4``, ``true``, ``[1, 2]``, ``null``)."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} is not of the form key.sub=value (e.g. loss.name=multi_similarity).")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> RecipeConfig:
+    """Reads a recipe config: the defaults, then the YAML file, then ``key=value`` overrides, in that order.
+
+    Args:
+        path: a YAML file whose sections and keys are those of :class:`RecipeConfig`; None for the defaults.
+        overrides: ``section.key=value`` strings; values are parsed as YAML.
+
+    Returns:
+        The resolved config.
+
+    Raises:
+        ConfigError: for a key that does not exist (the message lists the valid ones) or a malformed override.
+        FileNotFoundError: when ``path`` does not exist.
+    """
+    config = RecipeConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {path} does not exist; the shipped ones are in recipes/configs/.")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
+        _apply(config, tree)
+    for text in overrides:
+        _set(config, *parse_override(text))
+    return config
+
+
+def save_config(config: RecipeConfig, path: str | Path) -> None:
+    """Writes the resolved config as YAML, readable again by :func:`load_config`."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,82 @@
+"""The embedding network: a timm backbone (``num_classes=0``) and a linear embedding head."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import timm
+import torch
+from timm.layers import freeze_batch_norm_2d
+
+from .config import ConfigError
+
+
+class EmbeddingModel(torch.nn.Module):
+    """``backbone`` pooled features -> ``head`` (linear) -> embeddings, not normalised (losses normalise).
+
+    Attributes:
+        backbone: a timm model created with ``num_classes=0``.
+        head: ``Linear(backbone.num_features, embedding_size)``.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, embedding_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = torch.nn.Linear(backbone.num_features, embedding_size)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.head.out_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+
+def _hub_is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def create_embedding_model(
+    backbone: str,
+    embedding_size: int,
+    *,
+    pretrained: bool = False,
+    pretrained_file: Optional[str] = None,
+    freeze_batchnorm: bool = False,
+) -> EmbeddingModel:
+    """Builds any timm backbone by name with an embedding head.
+
+    Args:
+        backbone: a timm model name; pin a weight tag when ``pretrained`` (``resnet50.tv_in1k``, not ``resnet50``).
+        embedding_size: the width of the embeddings.
+        pretrained: load timm's weights for the tag from the Hugging Face hub.
+        pretrained_file: load the backbone weights from this local file instead (a timm state dict, ``.pth`` or
+            ``.safetensors``); works offline.
+        freeze_batchnorm: replace BatchNorm layers by frozen ones (fixed statistics and affine weights), the usual
+            setting for fine-tuning with small per-class batches, and what makes one process and many identical.
+
+    Raises:
+        ConfigError: for a backbone timm does not know, a missing weight file, or hub weights asked for offline.
+    """
+    if backbone.split(".")[0] not in timm.list_models():
+        close = timm.list_models(f"*{backbone.split('.')[0].split('_')[0]}*")[:10]
+        raise ConfigError(f"timm has no model {backbone!r}. Did you mean one of: {', '.join(close)}?")
+    kwargs: dict = {}
+    if pretrained_file is not None:
+        if not Path(pretrained_file).is_file():
+            raise ConfigError(f"model.pretrained_file {pretrained_file} does not exist.")
+        kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained_file)))
+    elif pretrained:
+        if _hub_is_offline():
+            raise ConfigError(
+                f"model.pretrained=true asks the Hugging Face hub for {backbone!r} weights, but HF_HUB_OFFLINE is set. "
+                "Download the weights where there is a connection and pass them with model.pretrained_file=PATH, "
+                "or train from scratch with model.pretrained=false."
+            )
+        kwargs = dict(pretrained=True)
+    network = timm.create_model(backbone, num_classes=0, **kwargs)
+    if freeze_batchnorm:
+        network = freeze_batch_norm_2d(network)
+    return EmbeddingModel(network, embedding_size)

@@ -1,0 +1,59 @@
+"""Train and evaluate an embedding model: ``accelerate launch recipes/train.py --config recipes/configs/X.yaml``.
+
+Any config key can be overridden after the options: ``loss.name=multi_similarity train.epochs=10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pml_vmf.training import RecipeRun, load_config
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a YAML recipe config, e.g. recipes/configs/cub200.yaml")
+    parser.add_argument("--data-root", help="the dataset folder (sets data.root)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint, with its saved config")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loss.name=triplet")
+    return parser.parse_args(argv)
+
+
+def main(argv: list) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        # The run's own resolved config; name and folder follow the folder passed, wherever it was moved to.
+        config_path = run_dir / "config.yaml"
+        overrides += [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
+    elif args.config is None:
+        print("train.py: pass --config FILE (or --resume RUN_DIR).", file=sys.stderr)
+        return 2
+    else:
+        config_path = Path(args.config)
+    try:
+        config = load_config(config_path, overrides)
+        metrics = RecipeRun(config, resume=args.resume is not None).fit()
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError is a ValueError
+        print(f"train.py: {error}", file=sys.stderr)
+        return 2
+    if metrics:
+        print_metrics(metrics, Path(config.run.output_dir) / config.run.name)
+    return 0
+
+
+def print_metrics(metrics: dict, run_dir: Path) -> None:
+    width = max(len(k) for k in metrics)
+    print(f"\nTest metrics of the best checkpoint ({run_dir / 'metrics.json'}):")
+    for key, value in metrics.items():
+        print(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    print(f"Plots: {run_dir / 'plots'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,21 @@
+"""Helpers that run recipes/train.py on the digits image folder with a tiny timm backbone."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "recipes" / "train.py"
+DIGITS_CONFIG = REPO / "tests" / "configs" / "digits.yaml"
+
+
+def run_train_script(*args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python recipes/train.py ARGS`` in a fresh process, one CPU thread, hub offline."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+    if expect_success and completed.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}")
+    return completed

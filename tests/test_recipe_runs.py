@@ -1,0 +1,111 @@
+"""recipes/train.py end to end on real data (UCI digits as an image folder): metrics, resume, several processes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.multiprocess import accelerate_launch
+from tests.recipe_runs import DIGITS_CONFIG, REPO, TRAIN_SCRIPT, run_train_script
+
+WORKER = REPO / "tests" / "workers" / "recipe_run.py"
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_train_script_under_accelerate_launch_beats_the_untrained_backbone(digits_folder, tmp_path, report):
+    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}"]
+    run_train_script(*common, "run.name=untrained", "train.epochs=0")
+    # Two processes with 2 x 50-image batches: the 896 test images leave accelerate a last batch to pad.
+    output = accelerate_launch(TRAIN_SCRIPT, *common, "run.name=trained", "train.epochs=2", "eval.batch_size=50")
+    untrained, trained = _metrics(tmp_path / "untrained"), _metrics(tmp_path / "trained")
+    report(
+        f"digits recipe, test_resnet, 2 epochs on 2 processes: MAP@R {trained['mean_average_precision_at_r']:.3f} "
+        f"(untrained {untrained['mean_average_precision_at_r']:.3f}), Recall@1 {trained['recall_at_1']:.3f}"
+    )
+    assert trained["mean_average_precision_at_r"] > untrained["mean_average_precision_at_r"]
+    num_test_images = sum(1 for label in "56789" for _ in (digits_folder / label).iterdir())
+    assert trained["num_query"] == trained["num_unique_query"] == num_test_images  # every test image exactly once
+    for key in ("precision_at_1", "r_precision", "recall_at_1", "recall_at_2", "recall_at_4"):
+        assert 0.0 <= trained[key] <= 1.0
+    run = tmp_path / "trained"
+    for name in ("config.yaml", "metrics.jsonl", "embedding_model.pt", "plots/training_curves.png", "plots/retrieval_grid.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in lines] == ["val", "val", "test"]
+    assert "Test metrics of the best checkpoint" in output
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(digits_folder, tmp_path):
+    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", "train.epochs=2"]
+    run_train_script(*common, "run.name=through")
+    stopped = run_train_script(*common, "run.name=resumed", "train.stop_after_epoch=1")
+    assert "--resume" in stopped.stdout + stopped.stderr
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    run_train_script("--resume", str(tmp_path / "resumed"))
+    through, resumed = _metrics(tmp_path / "through"), _metrics(tmp_path / "resumed")
+    assert through == pytest.approx(resumed, abs=1e-6)
+    models = [torch.load(tmp_path / name / "embedding_model.pt", weights_only=False) for name in ("through", "resumed")]
+    for key, value in models[0]["state_dict"].items():
+        torch.testing.assert_close(models[1]["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
+    torch.testing.assert_close(models[1]["class_means"], models[0]["class_means"], atol=1e-6, rtol=0)
+    logs = [(tmp_path / name / "metrics.jsonl").read_text().splitlines() for name in ("through", "resumed")]
+    assert len(logs[0]) == len(logs[1]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("loss_name", ["vmf", "contrastive", "normalized_softmax"])
+def test_two_processes_train_the_same_parameters_as_one(loss_name, digits_folder, tmp_path):
+    overrides = [
+        f"data.root={digits_folder}", f"loss.name={loss_name}", "train.max_steps_per_epoch=4", "train.epochs=1",
+        "model.freeze_batchnorm=true",
+        "data.val_fraction=0.0", "run.name=run",
+    ]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    accelerate_launch(WORKER, str(DIGITS_CONFIG), str(one), *overrides, num_processes=1)
+    accelerate_launch(WORKER, str(DIGITS_CONFIG), str(two), *overrides, num_processes=2)
+    single = torch.load(one / "rank0.pt", weights_only=False)
+    ranks = [torch.load(two / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["world_size"] == 2
+    moved = max((single["model"][k] - single["initial"][k]).abs().max().item() for k in single["initial"])
+    assert moved > 1e-3, "training did not change the parameters: the comparison would be vacuous"
+    for key, value in single["model"].items():
+        for rank in ranks:
+            torch.testing.assert_close(rank["model"][key], value, atol=1e-4, rtol=0, msg=f"{loss_name} {key}")
+    for key, value in single["loss"].items():  # vMF means, or the proxies
+        for rank in ranks:
+            torch.testing.assert_close(rank["loss"][key], value, atol=1e-4, rtol=0, msg=f"{loss_name} {key}")
+    torch.testing.assert_close(ranks[0]["loss"], ranks[1]["loss"], atol=0, rtol=0)
+    assert ranks[0]["metrics"]["num_query"] == ranks[0]["metrics"]["num_unique_query"] == single["metrics"]["num_query"]
+
+
+def test_unknown_config_key_is_an_error_that_lists_the_valid_ones(tmp_path):
+    completed = run_train_script("--config", str(DIGITS_CONFIG), "train.epohcs=3", expect_success=False)
+    assert completed.returncode == 2
+    assert "Unknown config key 'train.epohcs'" in completed.stderr and "train.epochs" in completed.stderr
+
+
+def test_missing_dataset_folder_says_what_is_missing(tmp_path):
+    completed = run_train_script(
+        "--config", str(REPO / "recipes" / "configs" / "cub200.yaml"), "--data-root", str(tmp_path / "nowhere"),
+        f"run.output_dir={tmp_path}", expect_success=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "CUB-200-2011 folder" in completed.stderr and "does not exist" in completed.stderr
+
+
+def test_a_new_run_never_overwrites_an_existing_one(digits_folder, tmp_path):
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "config.yaml").write_text("run: {name: digits}\n")
+    completed = run_train_script(
+        "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", expect_success=False
+    )
+    assert completed.returncode == 2 and "already holds a run" in completed.stderr
+    assert (tmp_path / "digits" / "config.yaml").read_text() == "run: {name: digits}\n"
