@@ -9,7 +9,6 @@ the same seed, data order and initialisation. Appends one CSV row per finished r
 
 import argparse
 import csv
-import gzip
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
+from pml_vmf.data import read_fashion_mnist
 
 SCHEDULES = {
     "per_epoch": {"update_every": None, "publish_at_epoch_end": True},
@@ -31,20 +31,12 @@ SCHEDULES = {
 }
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Reads a gzipped IDX file (images: offset 16, labels: offset 8)."""
-    raw = gzip.open(path, "rb").read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def load_split(root: Path, split: str, classes: range) -> TensorDataset:
-    images = read_idx(root / f"{split}-images-idx3-ubyte.gz")
-    labels = read_idx(root / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
-    keep = np.isin(labels, list(classes))
-    x = torch.tensor(images[keep], dtype=torch.float32).unsqueeze(1) / 255.0
-    return TensorDataset((x - 0.2860) / 0.3530, torch.tensor(labels[keep] - classes.start))
+    """The images of ``classes`` from the official ``train`` or ``test`` split, normalised, labels from 0."""
+    images = read_fashion_mnist(root, download=False)[split]
+    keep = np.isin(images.labels, list(classes))
+    x = torch.tensor(images.images[keep], dtype=torch.float32).unsqueeze(1) / 255.0
+    return TensorDataset((x - 0.2860) / 0.3530, torch.tensor(images.labels[keep] - classes.start))
 
 
 def small_cnn(embedding_size: int) -> torch.nn.Module:
@@ -101,7 +93,7 @@ def run(name: str, schedule: dict, train: TensorDataset, test: TensorDataset, ar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--data-root", type=Path, default=None, help="IDX folder (default: Debian's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/update_schedule.csv"))
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
     parser.add_argument("--epochs", type=int, default=2)
@@ -113,7 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train, test = load_split(args.data_root, "train", range(0, 5)), load_split(args.data_root, "t10k", range(5, 10))
+    train, test = load_split(args.data_root, "train", range(0, 5)), load_split(args.data_root, "test", range(5, 10))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.exists():

@@ -8,7 +8,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper, is_distributed
-from pytorch_metric_learning.utils.inference import CustomKNN, FaissKMeans, FaissKNN
+from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
 __all__ = [
     "AccuracyCalculator",
@@ -20,7 +20,6 @@ __all__ = [
     "DistributedLossWrapper",
     "DistributedMinerWrapper",
     "DotProductSimilarity",
-    "FaissKMeans",
     "FaissKNN",
     "c_f",
     "is_distributed",

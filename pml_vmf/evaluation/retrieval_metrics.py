@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pml_api import AccuracyCalculator, CosineSimilarity, CustomKNN, FaissKMeans, FaissKNN
+from ..pml_api import AccuracyCalculator, CosineSimilarity, CustomKNN, FaissKNN
 
 
 def faiss_available() -> bool:
@@ -24,42 +24,118 @@ def _sklearn_kmeans(x: torch.Tensor, num_clusters: int) -> torch.Tensor:
 
 
 class RecallAtKCalculator(AccuracyCalculator):
-    """PML's AccuracyCalculator with ``recall_at_<k>`` metrics: the share of queries with a same-class image among
-    their k nearest references (the Recall@K of the DML literature).
+    """PML's AccuracyCalculator with ``recall_at_<k>`` metrics and a neighbour search in blocks of queries.
 
-    ``k`` of the neighbour search is the larger of the largest Recall K and the largest class size, so that MAP@R and
-    R-precision stay exact.
+    ``recall_at_<k>`` is the share of queries with a same-class reference among their k nearest (the Recall@K of the
+    DML literature). PML's own k-NN metrics (precision@1, R-precision, MAP@R, MRR) are computed by PML's functions,
+    ``block_size`` queries at a time, each block's value weighted by its number of queries: the same numbers as one
+    call over all queries, without the ``(num_classes x num_references)`` comparison and per-class loops PML runs on
+    the whole set, so memory stays bounded at Stanford Online Products scale (60k queries, 11k classes, Recall@1000).
+    Clustering metrics (NMI, AMI) run through PML unchanged. Queries whose class has no other reference are left
+    out, as PML does.
 
     Args:
         recall_at: the Ks.
-        **kwargs: AccuracyCalculator's arguments (``include``, ``knn_func``, ...). ``include`` may name
-            ``recall_at_<k>`` for any k in ``recall_at``.
+        block_size: queries per block.
+        **kwargs: AccuracyCalculator's arguments (``include``, ``knn_func``, ``kmeans_func``, ``device``). ``include``
+            may name ``recall_at_<k>`` for any k in ``recall_at``. Per-class averages and custom label comparisons
+            are not supported.
     """
 
-    def __init__(self, recall_at: Sequence[int] = (1, 2, 4, 8), **kwargs) -> None:
+    BLOCKED_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank")
+
+    def __init__(self, recall_at: Sequence[int] = (1, 2, 4, 8), block_size: int = 4096, **kwargs) -> None:
+        for unsupported in ("avg_of_avgs", "return_per_class", "label_comparison_fn"):
+            if kwargs.get(unsupported):
+                raise NotImplementedError(f"RecallAtKCalculator does not support {unsupported}; use PML's AccuracyCalculator.")
         self.recall_at = sorted({int(k) for k in recall_at})
+        self.block_size = block_size
         for k in self.recall_at:
-            setattr(self, f"calculate_recall_at_{k}", self._recall_function(k))
-        kwargs.setdefault("k", "max_bin_count")
+            # Registered like PML's own metrics, so that include/exclude accept them; computed in get_accuracy.
+            setattr(self, f"calculate_recall_at_{k}", lambda **_: float("nan"))
         super().__init__(**kwargs)
+        unsupported_metrics = set(self.get_curr_metrics()) - set(self.BLOCKED_METRICS) - set(self.requires_clustering())
+        unsupported_metrics -= {f"recall_at_{k}" for k in self.recall_at}
+        if unsupported_metrics:
+            raise ValueError(
+                f"RecallAtKCalculator computes {', '.join(self.BLOCKED_METRICS + tuple(self.requires_clustering()))} and "
+                f"recall_at_<k>; pass include= without {', '.join(sorted(unsupported_metrics))}."
+            )
 
-    def _recall_function(self, k: int):
-        def calculate(knn_labels: torch.Tensor, query_labels: torch.Tensor, not_lone_query_mask: torch.Tensor, **_) -> float:
-            labels, query = knn_labels[not_lone_query_mask], query_labels[not_lone_query_mask]
-            if len(query) == 0:
-                return float("nan")
-            hits = (labels[:, :k] == query[:, None]).any(dim=1)
-            return hits.float().mean().item()
+    def get_accuracy(
+        self,
+        query: torch.Tensor,
+        query_labels: torch.Tensor,
+        reference: Optional[torch.Tensor] = None,
+        reference_labels: Optional[torch.Tensor] = None,
+        ref_includes_query: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> dict:
+        if reference is None:
+            reference, reference_labels, ref_includes_query = query, query_labels, True
+        metrics = list(self.get_function_dict(include, exclude))
+        clustering = [m for m in metrics if m in self.requires_clustering()]
+        results = {}
+        if clustering:
+            results = super().get_accuracy(query, query_labels, reference, reference_labels, ref_includes_query, include=clustering)
+        knn_metrics = [m for m in metrics if m not in clustering]
+        if knn_metrics:
+            results.update(self._blocked_knn_metrics(query, query_labels, reference, reference_labels, ref_includes_query, knn_metrics))
+        self.curr_function_dict = self.get_function_dict(include, exclude)
+        return {m: results[m] for m in metrics}
 
-        return calculate
+    @torch.no_grad()
+    def _blocked_knn_metrics(self, query, query_labels, reference, reference_labels, ref_includes_query: bool, metrics: list) -> dict:
+        query, reference = (torch.as_tensor(x, device=self.device).float() for x in (query, reference))
+        query_labels, reference_labels = (torch.as_tensor(x, device=self.device).long() for x in (query_labels, reference_labels))
+        classes, dense = torch.unique(torch.cat([query_labels, reference_labels]), return_inverse=True)
+        query_labels, reference_labels = dense[: len(query_labels)], dense[len(query_labels) :]
+        reference_counts = torch.bincount(reference_labels, minlength=len(classes))
+        not_lone = reference_counts[query_labels] - int(ref_includes_query) > 0
+        if not not_lone.any():
+            return {m: float("nan") for m in metrics}
+        recall_ks = [k for k in self.recall_at if f"recall_at_{k}" in metrics]
+        # Enough neighbours for every query's R (MAP@R, R-precision) and for the largest Recall K.
+        largest_class = int(reference_counts[query_labels].max()) - int(ref_includes_query)
+        k = min(max([largest_class, 1] + recall_ks), len(reference) - int(ref_includes_query))
+        totals = dict.fromkeys(metrics, 0.0)
+        for start in range(0, len(query), self.block_size):
+            block = slice(start, start + self.block_size)
+            _, indices = self.knn_func(query[block], k + int(ref_includes_query), reference, False)
+            indices = indices.to(self.device)
+            if ref_includes_query:  # drop each query itself (PML's knn functions assume a block starting at 0)
+                is_self = indices == torch.arange(start, start + len(indices), device=self.device)[:, None]
+                is_self[~is_self.any(dim=1), -1] = True
+                indices = indices[~is_self].view(len(indices), k)
+            block_labels, block_not_lone = query_labels[block], not_lone[block]
+            num_counted = int(block_not_lone.sum())
+            if num_counted == 0:
+                continue
+            knn_labels = reference_labels[indices]
+            present = torch.unique(block_labels)
+            kwargs = dict(
+                knn_labels=knn_labels.float(),
+                query_labels=block_labels.float(),
+                not_lone_query_mask=block_not_lone,
+                ref_includes_query=ref_includes_query,
+                label_counts=(present.float(), reference_counts[present]),
+                label_comparison_fn=self.label_comparison_fn,
+            )
+            hit_rank = _first_hit_rank(knn_labels[block_not_lone], block_labels[block_not_lone])
+            for metric in metrics:
+                if metric.startswith("recall_at_"):
+                    value = (hit_rank < int(metric.rsplit("_", 1)[1])).float().mean().item()
+                else:
+                    value = self.original_function_dict[metric](**kwargs)
+                totals[metric] += value * num_counted
+        return {m: total / int(not_lone.sum()) for m, total in totals.items()}
 
-    def requires_knn(self) -> list:
-        return super().requires_knn() + [f"recall_at_{k}" for k in self.recall_at]
 
-    def determine_k(self, bin_counts: torch.Tensor, num_reference_embeddings: int, ref_includes_query: bool) -> int:
-        exact_k = super().determine_k(bin_counts, num_reference_embeddings, ref_includes_query)
-        largest = max(self.recall_at, default=1)
-        return min(max(exact_k, largest), num_reference_embeddings - int(ref_includes_query))
+def _first_hit_rank(knn_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The 0-based rank of each query's first same-class neighbour; ``k`` where there is none."""
+    same = knn_labels == labels[:, None]
+    return torch.where(same.any(dim=1), same.float().argmax(dim=1), torch.full_like(labels, knn_labels.shape[1]))
 
 
 def build_accuracy_calculator(
@@ -67,7 +143,7 @@ def build_accuracy_calculator(
     metrics: Sequence[str] = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"),
     *,
     knn: str = "auto",
-    knn_batch_size: int = 4096,
+    knn_batch_size: int = 1024,
     device: Optional[torch.device] = None,
 ) -> RecallAtKCalculator:
     """The calculator the recipes evaluate with.
@@ -77,7 +153,7 @@ def build_accuracy_calculator(
         metrics: PML metric names to compute besides Recall@K.
         knn: ``faiss`` (faiss-gpu on CUDA tensors where installed), ``torch`` (PML's blocked kNN: ``knn_batch_size``
             query rows at a time, so memory stays bounded at Stanford Online Products scale), or ``auto``.
-        knn_batch_size: the block size of the torch search.
+        knn_batch_size: queries per block of the search (faiss or torch) and of the metrics.
         device: where the metrics run; default: CUDA when available.
     """
     if knn not in ("auto", "faiss", "torch"):
@@ -89,7 +165,9 @@ def build_accuracy_calculator(
     knn_func = FaissKNN() if use_faiss else CustomKNN(CosineSimilarity(), batch_size=knn_batch_size)
     kmeans_func = None if faiss_available() else _sklearn_kmeans
     include = tuple(metrics) + tuple(f"recall_at_{k}" for k in sorted(set(recall_at)))
-    return RecallAtKCalculator(recall_at, include=include, knn_func=knn_func, kmeans_func=kmeans_func, device=device)
+    return RecallAtKCalculator(
+        recall_at, knn_batch_size, include=include, knn_func=knn_func, kmeans_func=kmeans_func, device=device
+    )
 
 
 def retrieval_metrics(

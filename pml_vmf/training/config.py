@@ -85,7 +85,7 @@ class EvalConfig:
     recall_at: list = field(default_factory=lambda: [1, 2, 4, 8])
     metrics: list = field(default_factory=lambda: ["precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"])
     knn: str = "auto"  # auto (faiss when installed) | faiss | torch
-    knn_batch_size: int = 4096  # query rows per block of the torch fallback: bounds its memory
+    knn_batch_size: int = 1024  # queries per block of the neighbour search and metrics: bounds memory
     grid_queries: int = 8  # retrieval grid plot: this many queries with their top-5 results
 
 
@@ -114,6 +114,13 @@ def _valid_keys(section: Any, prefix: str = "") -> list:
     return keys
 
 
+def _as_float(value: Any, dotted_key: str) -> float:
+    try:
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+    except ValueError:
+        raise ConfigError(f"Config key {dotted_key!r} takes a number, got {value!r}.") from None
+
+
 def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
     parts = dotted_key.split(".")
     node: Any = config
@@ -134,8 +141,8 @@ def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
             if dataclasses.is_dataclass(current) or (isinstance(current, dict) and not isinstance(value, dict)):
                 raise ConfigError(f"Config key {dotted_key!r} is a section: set its keys, e.g. {dotted_key}.<key>=...")
             if current is not None and value is not None:
-                if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
+                if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+                    value = _as_float(value, dotted_key)
                 if not isinstance(value, type(current)):
                     raise ConfigError(
                         f"Config key {dotted_key!r} takes a {type(current).__name__} (default {current!r}), "

@@ -74,7 +74,7 @@ class RecipeRun:
             # Several processes without CUDA (accelerate launch --multi_gpu on a CPU machine) run as gloo MULTI_CPU
             # only when asked for the CPU; accelerate would otherwise start unconnected single processes.
             cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
-            mixed_precision=c.run.mixed_precision,
+            mixed_precision="no" if c.run.mixed_precision is False else c.run.mixed_precision,  # YAML reads `no` as false
             log_with=c.run.trackers or None,
             project_dir=str(Path(c.run.output_dir) / c.run.name),
         )

@@ -1,0 +1,176 @@
+"""Each official on-disk layout, as a tiny fixture tree: splits, counts, labels, and the missing-file errors."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pml_vmf.data import DatasetNotFoundError, ImageDataset, load_protocol, read_fashion_mnist
+from pml_vmf.data.protocols import PROTOCOL_COUNTS
+
+
+def _image(path: Path, mode: str = "RGB") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (6, 6), 128 if mode == "L" else (10, 200, 30)).save(path)
+    return path
+
+
+def _load(dataset: str, root: Path, **kwargs):
+    kwargs.setdefault("check_protocol", False)
+    kwargs.setdefault("val_fraction", 0.0)
+    return load_protocol(dataset, str(root), **kwargs)
+
+
+def _cub(root: Path) -> None:
+    lines, labels = [], []
+    for n, label in enumerate([1, 1, 100, 101, 150, 200], start=1):
+        rel = f"{label:03d}.Bird/img_{n}.jpg"
+        _image(root / "images" / rel)
+        lines.append(f"{n} {rel}")
+        labels.append(f"{n} {label}")
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+
+
+def test_cub200_trains_on_classes_1_to_100_and_tests_on_101_to_200(tmp_path):
+    _cub(tmp_path)
+    splits = _load("cub200", tmp_path)
+    assert len(splits.train) == 3 and len(splits.query) == 3 and splits.reference is None
+    assert splits.train.labels.tolist() == [0, 0, 1] and splits.query.labels.tolist() == [0, 1, 2]
+    assert all(Path(p).is_file() for p in splits.train.images)
+
+
+def test_cars196_reads_cars_annos_mat(tmp_path):
+    from scipy.io import savemat
+
+    rows = [("car_ims/000001.jpg", 1, 0), ("car_ims/000002.jpg", 98, 1), ("car_ims/000003.jpg", 99, 1), ("car_ims/000004.jpg", 196, 0)]
+    annotations = np.array(
+        [(path, 0, 0, 5, 5, label, test) for path, label, test in rows],
+        dtype=[("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("test", "O")],
+    )
+    savemat(tmp_path / "cars_annos.mat", {"annotations": annotations.reshape(1, -1)})
+    for path, _, _ in rows:
+        _image(tmp_path / path)
+    splits = _load("cars196", tmp_path)
+    assert [Path(p).name for p in splits.train.images] == ["000001.jpg", "000002.jpg"]
+    assert [Path(p).name for p in splits.query.images] == ["000003.jpg", "000004.jpg"]
+
+
+def test_sop_reads_the_ebay_lists_by_product(tmp_path):
+    header = "image_id class_id super_class_id path\n"
+    (tmp_path / "Ebay_train.txt").write_text(header + "1 1 1 bicycle_final/a.JPG\n2 1 1 bicycle_final/b.JPG\n3 7 2 cabinet_final/c.JPG\n")
+    (tmp_path / "Ebay_test.txt").write_text(header + "4 11319 1 bicycle_final/d.JPG\n5 11320 1 bicycle_final/e.JPG\n")
+    splits = _load("sop", tmp_path)
+    assert splits.train.labels.tolist() == [0, 0, 1] and splits.query.labels.tolist() == [0, 1]
+    assert Path(splits.query.images[0]) == tmp_path / "bicycle_final" / "d.JPG"
+
+
+def test_inshop_searches_queries_in_the_gallery_with_shared_item_labels(tmp_path):
+    (tmp_path / "Eval").mkdir()
+    rows = [
+        ("img/WOMEN/Dresses/id_00000002/01_1_front.jpg", "id_00000002", "train"),
+        ("img/WOMEN/Dresses/id_00000007/01_1_front.jpg", "id_00000007", "train"),
+        ("img/MEN/Denim/id_00000080/01_1_front.jpg", "id_00000080", "query"),
+        ("img/MEN/Denim/id_00000080/01_2_side.jpg", "id_00000080", "gallery"),
+        ("img/MEN/Denim/id_00000090/01_1_front.jpg", "id_00000090", "gallery"),
+    ]
+    lines = [str(len(rows)), "image_name item_id evaluation_status"] + [" ".join(r) for r in rows]
+    (tmp_path / "Eval" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    splits = _load("inshop", tmp_path)
+    assert len(splits.train) == 2 and len(splits.query) == 1 and len(splits.reference) == 2
+    assert splits.query.labels.tolist() == [0] and splits.reference.labels.tolist() == [0, 1]
+
+
+def test_image_folder_with_one_tree_splits_the_sorted_classes_in_half(tmp_path):
+    for name in ("ant", "bee", "cat", "dog", "eel"):
+        for n in range(2):
+            _image(tmp_path / name / f"{n}.png")
+    splits = _load("image_folder", tmp_path)
+    assert {Path(p).parent.name for p in splits.train.images} == {"ant", "bee", "cat"}
+    assert {Path(p).parent.name for p in splits.query.images} == {"dog", "eel"}
+    assert splits.train.labels.tolist() == [0, 0, 1, 1, 2, 2] and splits.query.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_image_folder_train_and_test_trees_closed_set_keeps_class_labels(tmp_path):
+    for split in ("train", "test"):
+        for name in ("ant", "bee"):
+            for n in range(4):
+                _image(tmp_path / split / name / f"{n}.png")
+    splits = _load("image_folder", tmp_path, protocol="closed_set", val_fraction=0.25)
+    assert splits.test_classes_are_train_classes
+    assert sorted(set(splits.query.labels.tolist())) == [0, 1] and len(splits.train) == 6 and len(splits.val) == 2
+    assert sorted(set(splits.val.labels.tolist())) == [0, 1]  # images of every class held out, not whole classes
+
+
+def test_grayscale_and_rgba_images_load_as_rgb_with_transparency_on_white(tmp_path):
+    for name, mode in (("gray", "L"), ("alpha", "RGBA")):
+        _image(tmp_path / "x" / f"{name}.png", mode)
+    Image.new("RGBA", (6, 6), (0, 0, 0, 0)).save(tmp_path / "x" / "alpha.png")
+    for name in ("a", "b"):
+        _image(tmp_path / "y" / f"{name}.png")
+    splits = _load("image_folder", tmp_path)
+    images = [ImageDataset(splits.train)[i][0] for i in range(len(splits.train))]
+    assert all(image.mode == "RGB" for image in images)
+    assert images[0].getpixel((0, 0)) == (255, 255, 255)  # alpha.png: fully transparent black becomes white
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_local_idx_files_and_splits_by_protocol(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    raw = read_fashion_mnist(tmp_path, download=False)
+    assert raw["train"].images.shape == (40, 28, 28) and raw["test"].labels.tolist()[:3] == [0, 1, 2]
+    disjoint = _load("fashion_mnist", tmp_path)
+    assert len(disjoint.train) == 20 and len(disjoint.query) == 10  # classes 0-4 of train, 5-9 of t10k
+    closed = _load("fashion_mnist", tmp_path, protocol="closed_set")
+    assert len(closed.train) == 40 and len(closed.query) == 20 and closed.test_classes_are_train_classes
+
+
+def test_fashion_mnist_without_files_or_download_says_how_to_get_them(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        read_fashion_mnist(tmp_path, download=False)
+
+
+@pytest.mark.parametrize(
+    "dataset, expected",
+    [("cub200", "images.txt not found"), ("cars196", "cars_annos.mat not found"), ("sop", "Ebay_train.txt not found"),
+     ("inshop", "list_eval_partition.txt or Eval/list_eval_partition.txt not found")],
+)  # fmt: skip
+def test_a_missing_annotation_file_is_named_with_the_dataset_source(dataset, expected, tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=expected) as error:
+        _load(dataset, tmp_path)
+    assert "It comes from http" in str(error.value)
+
+
+def test_a_missing_dataset_folder_says_how_to_pass_one(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="--data-root"):
+        _load("cub200", tmp_path / "absent")
+    with pytest.raises(ValueError, match="needs its folder"):
+        load_protocol("sop", None)
+
+
+def test_protocol_counts_are_checked_at_load(tmp_path):
+    _cub(tmp_path)
+    with pytest.raises(ValueError, match="the protocol has 5864 of 100"):
+        _load("cub200", tmp_path, check_protocol=True)
+    assert PROTOCOL_COUNTS["sop"]["query"] == (60502, 11316)
+
+
+def test_validation_holds_out_whole_training_classes_by_default(tmp_path):
+    for c in range(20):
+        for n in range(2):
+            _image(tmp_path / f"c{c:02d}" / f"{n}.png")
+    splits = _load("image_folder", tmp_path, val_fraction=0.2)
+    assert splits.train.num_classes == 8 and splits.val.num_classes == 2 and len(splits.query) == 20
+    train_dirs = {Path(p).parent.name for p in splits.train.images}
+    assert not train_dirs & {Path(p).parent.name for p in splits.val.images}
+    assert splits.train.labels.max() == 7 and splits.val.labels.max() == 1  # both remapped to 0..C-1

@@ -1,0 +1,120 @@
+"""Recipe configs, the loss registry and the timm model: every shipped config loads, bad input is a clear error."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pml_vmf import VMFLoss
+from pml_vmf.training import LOSSES, ConfigError, RecipeConfig, build_training_loss, create_embedding_model, load_config, save_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
+
+
+def test_every_protocol_has_a_shipped_config():
+    assert {p.stem for p in CONFIGS} >= {"cub200", "cars196", "sop", "inshop", "image_folder", "fashion_mnist"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    config = load_config(path)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert config.loss.name in LOSSES
+    if config.model.pretrained:
+        assert "." in config.model.backbone, "pin the timm weight tag of pretrained backbones"
+
+
+def test_overrides_are_parsed_as_yaml_and_applied_last():
+    config = load_config(CONFIGS[0], ["optim.lr=3e-4", "eval.recall_at=[1, 10]", "loss.params.vmf.kappa=8", "data.root=null"])
+    assert config.optim.lr == 3e-4 and config.eval.recall_at == [1, 10] and config.data.root is None
+    assert config.loss.params["vmf"]["kappa"] == 8
+
+
+def test_switching_the_loss_keeps_each_loss_its_own_parameters():
+    config = load_config(CONFIGS[0], ["loss.name=multi_similarity", "loss.params.multi_similarity.alpha=4"])
+    assert config.loss.params["vmf"] == {"kappa": 16.0} and config.loss.params["multi_similarity"] == {"alpha": 4}
+
+
+@pytest.mark.parametrize("override", ["train.epohcs=3", "modle.backbone=resnet18", "data.image_size.x=1"])
+def test_an_unknown_key_lists_the_valid_ones(override):
+    with pytest.raises(ConfigError, match="Unknown config key|is not") as error:
+        load_config(None, [override])
+    if "Unknown" in str(error.value):
+        assert "train.epochs" in str(error.value) and "model.backbone" in str(error.value)
+
+
+def test_a_value_of_the_wrong_kind_is_an_error():
+    with pytest.raises(ConfigError, match="train.epochs' takes a int"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config(None, ["train=3"])
+
+
+def test_an_unknown_key_in_a_yaml_file_is_an_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: 2\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="'train.lr'"):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_builds_and_gives_a_finite_loss(name):
+    training_loss = build_training_loss(name, num_classes=4, embedding_size=8)
+    embeddings, labels = torch.randn(16, 8, requires_grad=True), torch.arange(4).repeat(4)
+    if training_loss.is_vmf:
+        training_loss.loss.means.copy_(torch.randn(4, 8))
+    value = training_loss(embeddings, labels)
+    value.backward()
+    assert torch.isfinite(value) and embeddings.grad.abs().sum() > 0
+
+
+def test_the_vmf_entry_is_vmf_loss_with_its_global_mean_miner():
+    training_loss = build_training_loss("vmf", 5, 8, params={"kappa": 8.0}, miner_params={"update_every": 3})
+    assert isinstance(training_loss.loss, VMFLoss) and training_loss.loss.kappa == 8.0
+    assert training_loss.miner.update_every == 3 and training_loss.parameters() == []
+
+
+def test_proxy_losses_expose_their_parameters_for_their_own_learning_rate():
+    assert [p.shape for p in build_training_loss("proxy_anchor", 5, 8).parameters()] == [torch.Size([5, 8])]
+
+
+def test_unknown_loss_and_unknown_loss_parameter_are_errors():
+    with pytest.raises(ConfigError, match="must be one of"):
+        build_training_loss("tripplet", 5, 8)
+    with pytest.raises(ConfigError, match="TripletMarginLoss takes: margin"):
+        build_training_loss("triplet", 5, 8, params={"kappa": 3})
+
+
+def test_timm_backbone_with_embedding_head_and_frozen_batchnorm():
+    model = create_embedding_model("test_resnet", 16, freeze_batchnorm=True)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_hub_weights_asked_for_offline_fail_at_once_and_say_how_to_pass_a_file(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="model.pretrained_file=PATH"):
+        create_embedding_model("resnet18.a1_in1k", 16, pretrained=True)
+
+
+def test_backbone_weights_load_from_a_local_file(tmp_path):
+    import timm
+
+    source = timm.create_model("test_resnet", num_classes=0)
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    model = create_embedding_model("test_resnet", 16, pretrained_file=str(tmp_path / "weights.pth"))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_embedding_model("test_resnet", 16, pretrained_file=str(tmp_path / "absent.pth"))
+
+
+def test_an_unknown_backbone_suggests_close_names():
+    with pytest.raises(ConfigError, match="timm has no model 'resnet_18'"):
+        create_embedding_model("resnet_18", 16)
+
+
+def test_defaults_are_the_documented_dataclass():
+    assert RecipeConfig().loss.name == "vmf" and RecipeConfig().train.samples_per_class == 4
