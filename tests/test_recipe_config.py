@@ -118,3 +118,11 @@ def test_an_unknown_backbone_suggests_close_names():
 
 def test_defaults_are_the_documented_dataclass():
     assert RecipeConfig().loss.name == "vmf" and RecipeConfig().train.samples_per_class == 4
+
+
+def test_head_warmup_holds_the_backbone_learning_rate_at_zero_then_follows_the_cosine():
+    from pml_vmf.training.engine import _lr_lambdas
+
+    backbone, head = _lr_lambdas(2, total_steps=100, head_warmup_steps=10, cosine=True)
+    assert [backbone(s) for s in (0, 9)] == [0.0, 0.0] and backbone(10) == head(10) > 0.9
+    assert head(0) == 1.0 and head(100) == pytest.approx(0.0)
