@@ -109,3 +109,21 @@ def test_a_new_run_never_overwrites_an_existing_one(digits_folder, tmp_path):
     )
     assert completed.returncode == 2 and "already holds a run" in completed.stderr
     assert (tmp_path / "digits" / "config.yaml").read_text() == "run: {name: digits}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_name", ["vmf", "triplet"])
+def test_closed_set_runs_report_nearest_mean_accuracy(loss_name, digits_folder, tmp_path):
+    tree = tmp_path / "digits_closed"
+    for label_dir in digits_folder.iterdir():
+        for n, image in enumerate(sorted(label_dir.iterdir())):
+            target = tree / ("test" if n % 4 == 0 else "train") / label_dir.name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(image)
+    run_train_script(
+        "--config", str(DIGITS_CONFIG), "--data-root", str(tree), f"run.output_dir={tmp_path}", f"run.name={loss_name}",
+        "data.protocol=closed_set", f"loss.name={loss_name}", "train.epochs=2",
+    )  # fmt: skip
+    metrics = _metrics(tmp_path / loss_name)
+    # 10 classes: chance is 0.1; vMF uses its own means, other losses the means of a full pass.
+    assert metrics["nearest_mean_accuracy"] > 0.5, metrics

@@ -74,9 +74,7 @@ def _image_folder(root: Path, protocol: str) -> tuple:
     trees = read_image_folder(root)
     if "all" in trees:
         return _split_by_protocol(trees["all"], None, protocol)
-    if protocol == "closed_set":
-        return trees["train"], trees["test"], None
-    # Separate train/ and test/ trees are class-disjoint already when they share no class.
+    # Separate train/ and test/ trees are taken as they are, for either protocol.
     return trees["train"], trees["test"], None
 
 

@@ -20,7 +20,7 @@ from ..data import ImageDataset, MPerClassBatchSampler, RetrievalSplits, build_t
 from ..evaluation import build_accuracy_calculator, embed_dataset, nearest_mean_accuracy, plot_retrieval_grid, plot_training_curves, retrieval_metrics
 from .checkpoints import CheckpointKeeper
 from .config import ConfigError, RecipeConfig, save_config
-from .losses import TrainingLoss, build_training_loss
+from .losses import LOSSES, TrainingLoss, build_training_loss
 from .model import EmbeddingModel, create_embedding_model
 from .run_folder import RunFolder
 
@@ -266,7 +266,8 @@ class RecipeRun:
         return metrics
 
     def nearest_mean_accuracy(self) -> float:
-        """Test accuracy of the nearest class mean: the vMF means, or a full pass's means for other losses."""
+        """Test accuracy of the nearest class mean (the vMF means, or a full pass's means for other losses), on the
+        query embeddings of the last :meth:`evaluate`."""
         if self.loss.is_vmf:
             means = self.loss.loss.means
         else:
@@ -274,7 +275,7 @@ class RecipeRun:
                 means = compute_class_means(
                     self.model, self.eval_loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
                 ).means
-        query, labels, _ = self._embed("query")
+        query, labels = self.embeddings["query"]  # embedded by evaluate() just before
         return nearest_mean_accuracy(query, labels, means.cpu())
 
     def fit(self) -> Optional[dict]:
@@ -372,8 +373,6 @@ class RecipeRun:
 
 
 def _per_loss(table: dict, key: str, name: str) -> dict:
-    from .losses import LOSSES
-
     unknown = [loss for loss in table if loss not in LOSSES]
     if unknown:
         raise ConfigError(f"{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one.")
