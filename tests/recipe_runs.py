@@ -10,12 +10,15 @@ TRAIN_SCRIPT = REPO / "recipes" / "train.py"
 DIGITS_CONFIG = REPO / "tests" / "configs" / "digits.yaml"
 
 
-def run_train_script(*args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python recipes/train.py ARGS`` in a fresh process, one CPU thread, hub offline."""
+def run_script(script: Path, *args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` in a fresh process, one CPU thread, hub offline."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
+    completed = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     if expect_success and completed.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}")
+        raise AssertionError(f"{script.name} {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}")
     return completed
+
+
+def run_train_script(*args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python recipes/train.py ARGS``; see :func:`run_script`."""
+    return run_script(TRAIN_SCRIPT, *args, expect_success=expect_success, timeout=timeout)

@@ -1,7 +1,7 @@
 """Evaluation: embedding a dataset on every process, PML's AccuracyCalculator with Recall@K, and plots."""
 
 from .embedding import embed_dataset
-from .plots import plot_retrieval_grid, plot_training_curves
+from .plots import plot_benchmark, plot_retrieval_grid, plot_training_curves
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "build_accuracy_calculator",
     "embed_dataset",
     "nearest_mean_accuracy",
+    "plot_benchmark",
     "plot_retrieval_grid",
     "plot_training_curves",
     "retrieval_metrics",

@@ -43,10 +43,28 @@ class TrainingProgress:
         self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts a new peak-memory window: CUDA's allocator peak, or the process's peak RSS (Linux's VmHWM)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
+    except OSError:
+        pass  # elsewhere the peak is the process's since it started
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The peak since :func:`reset_peak_memory`: CUDA memory allocated, or resident memory of this process."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux and BSD report KiB
 
 
 def _lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine: bool) -> list:
@@ -222,6 +240,7 @@ class RecipeRun:
         self.model.train()
         self.sampler.set_epoch(epoch)
         total = torch.zeros(2, device=self.device)  # loss sum, steps
+        reset_peak_memory(self.device)
         started = time.perf_counter()
         bar = tqdm(self.train_loader, total=self.steps_per_epoch, desc=f"epoch {epoch}", disable=not self.accelerator.is_local_main_process)
         for step, (images, labels, _) in enumerate(bar):
@@ -246,7 +265,7 @@ class RecipeRun:
             "train_loss": (total[0] / total[1]).item(),
             "train_seconds": seconds,
             "images_per_second": images_seen / seconds,
-            "peak_memory_mb": _peak_memory_mb(self.device),
+            "peak_memory_mb": peak_memory_mb(self.device),
         }
 
     def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:

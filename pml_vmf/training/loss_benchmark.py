@@ -1,0 +1,146 @@
+"""Benchmark losses on one recipe config: tune each loss's main parameter on validation, then train every seed.
+
+Every run is a :class:`RecipeRun` in ``<out>/runs/<name>``; each finished run is one row of ``<out>/runs.csv``. A
+rerun skips the runs already in the CSV and resumes one that stopped mid-way from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import math
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .config import ConfigError, load_config, parse_override
+from .engine import RecipeRun
+from .run_folder import RunFolder, atomic_write_text
+
+HEADLINE = ("mean_average_precision_at_r", "recall_at_1", "r_precision", "precision_at_1", "nearest_mean_accuracy")
+VALIDATION_METRIC = "mean_average_precision_at_r"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the benchmark.
+
+    Attributes:
+        name: its folder name and CSV key.
+        phase: ``tune`` (seed 0, one candidate value) or ``final``.
+        loss: the loss name.
+        seed: the run's seed.
+        param: the tuned parameter (``loss.params.<loss>.<param>``), or None.
+        value: its value in this run, or None.
+    """
+
+    name: str
+    phase: str
+    loss: str
+    seed: int
+    param: Optional[str] = None
+    value: Optional[float] = None
+
+    def overrides(self) -> list:
+        items = [f"loss.name={self.loss}", f"run.seed={self.seed}", f"run.name={self.name}"]
+        if self.param is not None:
+            items.append(f"loss.params.{self.loss}.{self.param}={self.value}")
+        return items
+
+
+def parse_grid(items: Sequence[str]) -> dict:
+    """``["vmf.kappa=8,16,32", ...]`` -> ``{"vmf": ("kappa", [8.0, 16.0, 32.0])}``."""
+    grid = {}
+    for item in items:
+        key, values = parse_override(item)
+        if key.count(".") != 1:
+            raise ConfigError(f"--tune {item!r}: write LOSS.PARAM=V1,V2,... (e.g. vmf.kappa=8,16,32).")
+        loss, param = key.split(".")
+        values = values if isinstance(values, list) else [float(v) for v in str(values).split(",")]
+        grid[loss] = (param, [float(v) for v in values])
+    return grid
+
+
+def read_rows(path: Path) -> list:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, runs_dir: Path) -> dict:
+    """Trains one planned run (resuming it if it stopped) and returns its CSV row."""
+    folder = RunFolder(runs_dir / planned.name)
+    config = load_config(config_path, [*overrides, f"run.output_dir={runs_dir}", *planned.overrides()])
+    resume = folder.checkpoints.is_dir() and (folder.checkpoints / "index.json").is_file()
+    if folder.root.exists() and not resume:
+        shutil.rmtree(folder.root)  # the benchmark's own partial folder, from before its first checkpoint
+    run = RecipeRun(config, resume=resume)
+    metrics = run.fit() or {}
+    is_main = run.accelerator.is_main_process
+    del run
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if not is_main:
+        return {}
+    log = folder.read_metrics_log()
+    epochs = [r for r in log if "train_loss" in r]
+    validation = [r[VALIDATION_METRIC] for r in log if r.get("split") == "val" and VALIDATION_METRIC in r]
+    return {
+        "name": planned.name, "folder": planned.name, "phase": planned.phase, "loss": planned.loss, "seed": planned.seed,
+        "param": planned.param or "", "value": "" if planned.value is None else planned.value,
+        "best_val_map_at_r": max(validation) if validation else "",
+        **{k: v for k, v in metrics.items() if not k.startswith("num_")},
+        "train_seconds": round(sum(r["train_seconds"] for r in epochs), 2),
+        "seconds_per_epoch": round(statistics.mean(r["train_seconds"] for r in epochs), 2) if epochs else "",
+        "peak_memory_mb": round(max(r["peak_memory_mb"] for r in epochs), 1) if epochs else "",
+    }  # fmt: skip
+
+
+def winners(rows: list, grid: dict) -> dict:
+    """Per tuned loss, the value with the best validation MAP@R among its finished tuning runs."""
+    chosen = {}
+    for loss, (_, values) in grid.items():
+        tuned = [r for r in rows if r["phase"] == "tune" and r["loss"] == loss and r["best_val_map_at_r"] != ""]
+        if len(tuned) == len(values):
+            chosen[loss] = float(max(tuned, key=lambda r: float(r["best_val_map_at_r"]))["value"])
+    return chosen
+
+
+def final_rows(rows: list, grid: dict) -> list:
+    """The final runs of this benchmark's setting: tuned losses at their winning value, the others at defaults."""
+    chosen = winners(rows, grid)
+    return [
+        r for r in rows
+        if r["phase"] == "final" and (float(r["value"]) == chosen.get(r["loss"]) if r["loss"] in grid else r["param"] == "")
+    ]  # fmt: skip
+
+
+def summary_table(rows: list, grid: dict) -> str:
+    """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value."""
+    final = final_rows(rows, grid)
+    losses = list(dict.fromkeys(r["loss"] for r in final))
+    metrics = [m for m in HEADLINE if any(r.get(m, "") != "" for r in final)]
+    header = ["loss", "tuned value", "seeds", *metrics, "s / epoch", "peak MiB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    chosen = winners(rows, grid)
+    for loss in losses:
+        mine = [r for r in final if r["loss"] == loss]
+        cells = [loss, f"{grid[loss][0]}={chosen[loss]:g}" if loss in chosen else "default", str(len(mine))]
+        for metric in [*metrics, "seconds_per_epoch", "peak_memory_mb"]:
+            values = [float(r[metric]) for r in mine if r.get(metric, "") != ""]
+            std = statistics.stdev(values) if len(values) > 1 else math.nan
+            cells.append("" if not values else f"{statistics.mean(values):.3f} ± {std:.3f}" if metric in metrics else f"{statistics.mean(values):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

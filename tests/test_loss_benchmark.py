@@ -1,0 +1,62 @@
+"""recipes/benchmark.py end to end on a tiny config, its resume, and how it plans and summarises runs."""
+
+import csv
+import sys
+
+import pytest
+
+from pml_vmf.training import ConfigError
+from pml_vmf.training.loss_benchmark import parse_grid, summary_table, winners
+from tests.recipe_runs import DIGITS_CONFIG, REPO, run_script
+
+BENCHMARK = REPO / "recipes" / "benchmark.py"
+sys.path.insert(0, str(REPO / "recipes"))
+from benchmark import plan  # noqa: E402
+
+
+@pytest.mark.slow
+def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(digits_folder, tmp_path):
+    args = [
+        "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), "--out", str(tmp_path / "bench"),
+        "--losses", "vmf", "triplet", "--seeds", "0", "--tune", "vmf.kappa=8,16", "train.max_steps_per_epoch=3",
+    ]  # fmt: skip
+    run_script(BENCHMARK, *args)
+    with open(tmp_path / "bench" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], r["phase"]) for r in rows] == [
+        ("tune-vmf-kappa8", "tune"), ("tune-vmf-kappa16", "tune"),
+        (f"vmf-kappa{float(winners(rows, parse_grid(['vmf.kappa=8,16']))['vmf']):g}-seed0", "final"),
+        ("triplet-seed0", "final"),
+    ]  # fmt: skip
+    for row in rows:
+        assert 0 <= float(row["mean_average_precision_at_r"]) <= 1 and float(row["train_seconds"]) > 0
+        assert float(row["peak_memory_mb"]) > 0 and 0 <= float(row["best_val_map_at_r"]) <= 1
+    summary = (tmp_path / "bench" / "summary.md").read_text()
+    assert "| vmf | kappa=" in summary and "| triplet | default | 1 |" in summary
+    for plot in ("headline_metrics.png", "validation_map_at_r.png"):
+        assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
+    before = (tmp_path / "bench" / "runs.csv").read_text()
+    folders = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()}
+    run_script(BENCHMARK, *args)
+    assert (tmp_path / "bench" / "runs.csv").read_text() == before
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()} == folders
+
+
+def _row(name, phase, loss, value="", val=""):
+    return {"name": name, "phase": phase, "loss": loss, "seed": "0", "param": "kappa" if value else "", "value": value,
+            "best_val_map_at_r": val, "mean_average_precision_at_r": "0.5", "seconds_per_epoch": "1", "peak_memory_mb": "9"}  # fmt: skip
+
+
+def test_seeds_wait_for_the_tuning_and_use_the_value_best_on_validation():
+    grid = parse_grid(["vmf.kappa=8,16"])
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == ["tune-vmf-kappa8", "tune-vmf-kappa16"]
+    rows = [_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.4"), _row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.6")]
+    assert winners(rows, grid) == {"vmf": 16.0}
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows)] == ["vmf-kappa16-seed0", "vmf-kappa16-seed1"]
+    rows.append(_row("vmf-kappa16-seed0", "final", "vmf", "16.0", "0.6"))
+    assert "| vmf | kappa=16 | 1 |" in summary_table(rows, grid)
+
+
+def test_a_malformed_tuning_grid_is_an_error():
+    with pytest.raises(ConfigError, match="LOSS.PARAM=V1,V2"):
+        parse_grid(["kappa=8,16"])
