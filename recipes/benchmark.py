@@ -20,6 +20,7 @@ from accelerate import PartialState
 
 from pml_vmf.evaluation import plot_benchmark
 from pml_vmf.training import LOSSES, ConfigError
+from pml_vmf.training.engine import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
     HEADLINE,
     PlannedRun,
@@ -83,7 +84,7 @@ def main(argv: list) -> int:
         grid = parse_grid(args.tune)
         overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
         csv_path, runs_dir = args.out / "runs.csv", args.out / "runs"
-        state = PartialState()
+        state = PartialState(cpu=multiprocess_without_cuda())
         while True:
             rows = read_rows(csv_path)
             copies = reuse_winning_tuning_runs(rows, grid, args.seeds[0])
@@ -98,6 +99,7 @@ def main(argv: list) -> int:
             if row:  # only the main process gets a row
                 write_rows(csv_path, [*rows, row])
             state.wait_for_everyone()
+        state.destroy_process_group()
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"benchmark.py: {error}", file=sys.stderr)
         return 2

@@ -38,7 +38,9 @@ def main(argv: list) -> int:
         config_path = Path(args.config)
     try:
         config = load_config(config_path, overrides)
-        metrics = RecipeRun(config, resume=args.resume is not None).fit()
+        run = RecipeRun(config, resume=args.resume is not None)
+        metrics = run.fit()
+        run.accelerator.end_training()
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError is a ValueError
         print(f"train.py: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import pytest
 
 from pml_vmf.training import ConfigError
 from pml_vmf.training.loss_benchmark import parse_grid, summary_table, winners
+from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import DIGITS_CONFIG, REPO, run_script
 
 BENCHMARK = REPO / "recipes" / "benchmark.py"
@@ -15,12 +16,13 @@ from benchmark import plan  # noqa: E402
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(digits_folder, tmp_path):
     args = [
         "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), "--out", str(tmp_path / "bench"),
         "--losses", "vmf", "triplet", "--seeds", "0", "--tune", "vmf.kappa=8,16", "train.max_steps_per_epoch=3",
     ]  # fmt: skip
-    run_script(BENCHMARK, *args)
+    accelerate_launch(BENCHMARK, *args)  # two processes: one CSV, written by the main one
     with open(tmp_path / "bench" / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["name"], r["phase"]) for r in rows] == [
@@ -37,7 +39,7 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
         assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
     before = (tmp_path / "bench" / "runs.csv").read_text()
     folders = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()}
-    run_script(BENCHMARK, *args)
+    run_script(BENCHMARK, *args)  # one process this time: nothing is left to run
     assert (tmp_path / "bench" / "runs.csv").read_text() == before
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()} == folders
 

@@ -43,6 +43,13 @@ class TrainingProgress:
         self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
 
 
+def multiprocess_without_cuda() -> bool:
+    """Whether accelerate must be told ``cpu=True``: several processes (``accelerate launch --multi_gpu`` on a CPU
+    machine) run as gloo MULTI_CPU only then; accelerate would otherwise start unconnected single processes. Pass
+    it to the first ``Accelerator`` or ``PartialState`` of a process: they share one state."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Starts a new peak-memory window: CUDA's allocator peak, or the process's peak RSS (Linux's VmHWM)."""
     if device.type == "cuda":
@@ -89,9 +96,7 @@ class RecipeRun:
         self.config = config
         c = config
         self.accelerator = Accelerator(
-            # Several processes without CUDA (accelerate launch --multi_gpu on a CPU machine) run as gloo MULTI_CPU
-            # only when asked for the CPU; accelerate would otherwise start unconnected single processes.
-            cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
+            cpu=multiprocess_without_cuda(),
             mixed_precision="no" if c.run.mixed_precision is False else c.run.mixed_precision,  # YAML reads `no` as false
             log_with=c.run.trackers or None,
             project_dir=str(Path(c.run.output_dir) / c.run.name),
@@ -326,7 +331,7 @@ class RecipeRun:
             self.checkpoints.save(epoch, is_best=is_best or self.splits.val is None)
             if c.train.stop_after_epoch is not None and epoch + 1 >= c.train.stop_after_epoch and epoch + 1 < c.train.epochs:
                 self.accelerator.print(f"Stopped after epoch {epoch} (train.stop_after_epoch); continue with --resume {self.run.root}.")
-                self.accelerator.end_training()
+                self.finish_trackers()
                 return None
         return self.test()
 
@@ -345,8 +350,14 @@ class RecipeRun:
             self.run.append_metrics({"split": "test", **metrics})
             self.export_embedding_model()
             self.write_plots()
-        self.accelerator.end_training()
+        self.finish_trackers()
         return metrics
+
+    def finish_trackers(self) -> None:
+        """Closes the trackers. Unlike ``accelerator.end_training`` it keeps the process group, which belongs to
+        the script: a benchmark trains several runs in one group; recipes/train.py ends it."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
     def export_embedding_model(self) -> Path:
         """Saves what :func:`load_embedding_model` needs: the architecture's config and the weights (and vMF means)."""
