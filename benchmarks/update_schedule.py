@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
 from pml_vmf.data import read_fashion_mnist
+from pml_vmf.training import EmbeddingModel
 
 SCHEDULES = {
     "per_epoch": {"update_every": None, "publish_at_epoch_end": True},
@@ -40,14 +42,8 @@ def load_split(root: Path, split: str, classes: range) -> TensorDataset:
 
 
 def small_cnn(embedding_size: int) -> torch.nn.Module:
-    def block(cin: int, cout: int) -> list:
-        return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
-
-    return torch.nn.Sequential(
-        *block(1, 32), torch.nn.MaxPool2d(2), *block(32, 64), torch.nn.MaxPool2d(2),
-        *block(64, 64), *block(64, 64), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        torch.nn.Linear(64, embedding_size),
-    )  # fmt: skip
+    """The library's 4-conv network (timm ``small_cnn``) on 1-channel images, with a linear embedding head."""
+    return EmbeddingModel(timm.create_model("small_cnn", in_chans=1, num_classes=0), embedding_size)
 
 
 @torch.no_grad()

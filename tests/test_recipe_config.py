@@ -126,3 +126,27 @@ def test_head_warmup_holds_the_backbone_learning_rate_at_zero_then_follows_the_c
     backbone, head = _lr_lambdas(2, total_steps=100, head_warmup_steps=10, cosine=True)
     assert [backbone(s) for s in (0, 9)] == [0.0, 0.0] and backbone(10) == head(10) > 0.9
     assert head(0) == 1.0 and head(100) == pytest.approx(0.0)
+
+
+def test_small_cnn_is_a_timm_model_with_four_convolutions():
+    import timm
+
+    network = timm.create_model("small_cnn", num_classes=0)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in network.modules()) == 4
+    assert create_embedding_model("small_cnn", 16)(torch.randn(2, 3, 28, 28)).shape == (2, 16)
+
+
+def test_classification_predictions_come_from_each_loss_own_weights():
+    from pml_vmf.evaluation import predict_with_loss
+
+    embeddings = torch.randn(6, 8)
+    for name in ("vmf", "softmax", "normalized_softmax", "arcface"):
+        loss = build_training_loss(name, 4, 8).loss
+        if name == "vmf":
+            loss.means.copy_(torch.randn(4, 8))
+        predictions = predict_with_loss(loss, embeddings)
+        assert predictions.shape == (6,) and predictions.max() < 4, name
+    proxy_loss = build_training_loss("normalized_softmax", 4, 8).loss
+    logits = proxy_loss.get_logits(embeddings)  # PML's own logits: cosine to the normalised columns of W
+    assert torch.equal(predict_with_loss(proxy_loss, embeddings), logits.argmax(dim=1))
+    assert predict_with_loss(build_training_loss("triplet", 4, 8).loss, embeddings) is None

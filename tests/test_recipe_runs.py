@@ -112,8 +112,8 @@ def test_a_new_run_never_overwrites_an_existing_one(digits_folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_name", ["vmf", "triplet"])
-def test_closed_set_runs_report_nearest_mean_accuracy(loss_name, digits_folder, tmp_path):
+@pytest.mark.parametrize("loss_name, backbone", [("vmf", "test_resnet"), ("triplet", "test_resnet"), ("softmax", "small_cnn")])
+def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, digits_folder, tmp_path):
     tree = tmp_path / "digits_closed"
     for label_dir in digits_folder.iterdir():
         for n, image in enumerate(sorted(label_dir.iterdir())):
@@ -122,8 +122,14 @@ def test_closed_set_runs_report_nearest_mean_accuracy(loss_name, digits_folder, 
             target.symlink_to(image)
     run_train_script(
         "--config", str(DIGITS_CONFIG), "--data-root", str(tree), f"run.output_dir={tmp_path}", f"run.name={loss_name}",
-        "data.protocol=closed_set", f"loss.name={loss_name}", "train.epochs=2",
+        "data.protocol=closed_set", f"loss.name={loss_name}", "train.epochs=2", f"model.backbone={backbone}",
     )  # fmt: skip
     metrics = _metrics(tmp_path / loss_name)
     # 10 classes: chance is 0.1; vMF uses its own means, other losses the means of a full pass.
     assert metrics["nearest_mean_accuracy"] > 0.5, metrics
+    if loss_name == "triplet":  # no class weights: only the nearest mean of a full pass classifies
+        assert "classifier_accuracy" not in metrics
+    else:  # vMF: its means; softmax: its linear layer
+        assert metrics["classifier_accuracy"] > 0.5, metrics
+    if loss_name == "vmf":
+        assert metrics["classifier_accuracy"] == pytest.approx(metrics["nearest_mean_accuracy"])

@@ -1,5 +1,6 @@
 """Evaluation: embedding a dataset on every process, PML's AccuracyCalculator with Recall@K, and plots."""
 
+from .classification import predict_with_loss
 from .embedding import embed_dataset
 from .plots import plot_benchmark, plot_retrieval_grid, plot_training_curves
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
@@ -12,5 +13,6 @@ __all__ = [
     "plot_benchmark",
     "plot_retrieval_grid",
     "plot_training_curves",
+    "predict_with_loss",
     "retrieval_metrics",
 ]

@@ -4,6 +4,8 @@ from .config import ConfigError, RecipeConfig, load_config, save_config
 from .engine import RecipeRun, load_embedding_model
 from .losses import LOSSES, TrainingLoss, build_training_loss
 from .model import EmbeddingModel, create_embedding_model
+from .small_cnn import SmallCNN  # importing it registers timm model "small_cnn"
+from .softmax_loss import SoftmaxLoss
 
 __all__ = [
     "ConfigError",
@@ -11,6 +13,8 @@ __all__ = [
     "LOSSES",
     "RecipeConfig",
     "RecipeRun",
+    "SmallCNN",
+    "SoftmaxLoss",
     "TrainingLoss",
     "build_training_loss",
     "create_embedding_model",

@@ -17,7 +17,15 @@ from tqdm.auto import tqdm
 
 from ..class_means import compute_class_means
 from ..data import ImageDataset, MPerClassBatchSampler, RetrievalSplits, build_transforms, load_protocol, load_rgb
-from ..evaluation import build_accuracy_calculator, embed_dataset, nearest_mean_accuracy, plot_retrieval_grid, plot_training_curves, retrieval_metrics
+from ..evaluation import (
+    build_accuracy_calculator,
+    embed_dataset,
+    nearest_mean_accuracy,
+    plot_retrieval_grid,
+    plot_training_curves,
+    predict_with_loss,
+    retrieval_metrics,
+)
 from .checkpoints import CheckpointKeeper
 from .config import ConfigError, RecipeConfig, save_config
 from .losses import LOSSES, TrainingLoss, build_training_loss
@@ -342,8 +350,11 @@ class RecipeRun:
             self.accelerator.load_state(str(best))
         metrics = self.evaluate("query", "reference" if self.splits.reference is not None else None)
         if self.splits.test_classes_are_train_classes:
-            accuracy = self.nearest_mean_accuracy()
-            metrics["nearest_mean_accuracy"] = accuracy
+            metrics["nearest_mean_accuracy"] = self.nearest_mean_accuracy()
+            query, labels = self.embeddings["query"]
+            predictions = predict_with_loss(self.loss.loss, query.to(self.device))
+            if predictions is not None:  # the loss's own classifier: vMF means, softmax layer, proxies
+                metrics["classifier_accuracy"] = (predictions == labels).float().mean().item()
         if self.accelerator.is_main_process:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)

@@ -11,6 +11,7 @@ from ..global_mean_miner import GlobalMeanMiner
 from ..pml_api import DistributedLossWrapper, DistributedMinerWrapper, losses, miners
 from ..vmf_loss import VMFLoss
 from .config import ConfigError
+from .softmax_loss import SoftmaxLoss
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ LOSSES: dict = {
     "normalized_softmax": LossSpec(losses.NormalizedSoftmaxLoss, {"temperature": 0.05}, takes_classes=True),
     "arcface": LossSpec(losses.ArcFaceLoss, {"margin": 28.6, "scale": 64.0}, takes_classes=True),
     "cosface": LossSpec(losses.CosFaceLoss, {"margin": 0.35, "scale": 64.0}, takes_classes=True),
+    "softmax": LossSpec(SoftmaxLoss, takes_classes=True),  # the classification baseline: linear layer + CE
     "soft_triple": LossSpec(losses.SoftTripleLoss, {"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01}, takes_classes=True),
 }
 
