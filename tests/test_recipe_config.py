@@ -150,3 +150,31 @@ def test_classification_predictions_come_from_each_loss_own_weights():
     logits = proxy_loss.get_logits(embeddings)  # PML's own logits: cosine to the normalised columns of W
     assert torch.equal(predict_with_loss(proxy_loss, embeddings), logits.argmax(dim=1))
     assert predict_with_loss(build_training_loss("triplet", 4, 8).loss, embeddings) is None
+
+
+def test_weights_of_another_implementation_are_renamed_by_position():
+    import timm
+
+    from pml_vmf.training.pretrained_files import state_dict_by_position
+
+    source_model = timm.create_model("test_resnet", num_classes=0)
+    foreign = {f"other.{i}": t for i, t in enumerate(source_model.state_dict().values())}
+    target = timm.create_model("test_resnet", num_classes=0)
+    target.load_state_dict(state_dict_by_position(foreign, target))
+    for key, value in source_model.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value)
+    with pytest.raises(ValueError, match="not the same architecture"):
+        state_dict_by_position(dict(list(foreign.items())[:-1]), target)
+
+
+def test_normalisation_can_override_the_backbone_config():
+    from PIL import Image
+
+    from pml_vmf.data import build_transforms
+
+    model = create_embedding_model("test_resnet", 8)
+    _, default = build_transforms(model.backbone, 32)
+    _, custom = build_transforms(model.backbone, 32, mean=[0.25, 0.25, 0.25], std=[0.5, 0.5, 0.5])
+    image = Image.new("RGB", (40, 40), (255, 255, 255))
+    assert torch.allclose(custom(image), torch.full((3, 32, 32), 1.5))  # (1 - 0.25) / 0.5
+    assert not torch.allclose(default(image), torch.full((3, 32, 32), 1.5))

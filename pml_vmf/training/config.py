@@ -36,6 +36,8 @@ class DataConfig:
     train_scale: list = field(default_factory=lambda: [0.16, 1.0])  # random resized crop area range
     hflip: float = 0.5
     color_jitter: float = 0.0
+    mean: Optional[list] = None  # normalisation; None takes the backbone's timm data config
+    std: Optional[list] = None
     num_workers: int = 2
 
 

@@ -136,7 +136,8 @@ class RecipeRun:
             freeze_batchnorm=c.model.freeze_batchnorm,
         )
         train_transform, self.eval_transform = build_transforms(
-            model.backbone, c.data.image_size, train_scale=tuple(c.data.train_scale), hflip=c.data.hflip, color_jitter=c.data.color_jitter
+            model.backbone, c.data.image_size, train_scale=tuple(c.data.train_scale), hflip=c.data.hflip, color_jitter=c.data.color_jitter,
+            mean=c.data.mean, std=c.data.std,
         )
         self.sampler = MPerClassBatchSampler(
             self.splits.train.labels,
