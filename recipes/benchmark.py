@@ -4,7 +4,8 @@ Each loss in --losses is trained with every seed in --seeds, under the same conf
 sampler, batch, optimizer, epochs, data); each with its usual miner and its own parameter learning rate. A loss named
 in --tune first trains once per candidate value (first seed), and the value with the best validation MAP@R (held-out
 training classes, never the test classes) is used for every seed. Writes DIR/runs.csv (one row per run),
-DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/. A rerun skips finished runs.
+DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/. A rerun skips finished runs. Config overrides
+for every run go after --set.
 
     accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
         --losses vmf triplet normalized_softmax --seeds 0 1 2 --tune vmf.kappa=8,16,32 --out benchmarks/results/emoji
@@ -75,7 +76,8 @@ def main(argv: list) -> int:
     parser.add_argument("--losses", nargs="+", default=["vmf", "triplet", "normalized_softmax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every run, e.g. --set train.epochs=10 data.image_size=64")
     args = parser.parse_args(argv)
     try:
         unknown = [loss for loss in args.losses if loss not in LOSSES]

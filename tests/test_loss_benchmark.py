@@ -20,7 +20,7 @@ from benchmark import plan  # noqa: E402
 def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(digits_folder, tmp_path):
     args = [
         "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), "--out", str(tmp_path / "bench"),
-        "--losses", "vmf", "triplet", "--seeds", "0", "--tune", "vmf.kappa=8,16", "train.max_steps_per_epoch=3",
+        "--losses", "vmf", "triplet", "--seeds", "0", "--tune", "vmf.kappa=8,16", "--set", "train.max_steps_per_epoch=3",
     ]  # fmt: skip
     accelerate_launch(BENCHMARK, *args)  # two processes: one CSV, written by the main one
     with open(tmp_path / "bench" / "runs.csv") as f:

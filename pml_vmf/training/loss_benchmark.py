@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import math
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ from .config import ConfigError, load_config, parse_override
 from .engine import RecipeRun
 from .run_folder import RunFolder, atomic_write_text
 
-HEADLINE = ("mean_average_precision_at_r", "recall_at_1", "r_precision", "precision_at_1", "nearest_mean_accuracy")
+HEADLINE = (
+    "mean_average_precision_at_r", "recall_at_1", "r_precision", "precision_at_1", "classifier_accuracy", "nearest_mean_accuracy",
+)  # fmt: skip
 VALIDATION_METRIC = "mean_average_precision_at_r"
 
 
@@ -140,7 +141,12 @@ def summary_table(rows: list, grid: dict) -> str:
         cells = [loss, f"{grid[loss][0]}={chosen[loss]:g}" if loss in chosen else "default", str(len(mine))]
         for metric in [*metrics, "seconds_per_epoch", "peak_memory_mb"]:
             values = [float(r[metric]) for r in mine if r.get(metric, "") != ""]
-            std = statistics.stdev(values) if len(values) > 1 else math.nan
-            cells.append("" if not values else f"{statistics.mean(values):.3f} ± {std:.3f}" if metric in metrics else f"{statistics.mean(values):.1f}")
+            if not values:
+                cells.append("")
+            elif metric not in metrics:
+                cells.append(f"{statistics.mean(values):.1f}")
+            else:  # ± the standard deviation over seeds, where there are several
+                spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.mean(values):.3f}{spread}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
