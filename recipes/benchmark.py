@@ -23,9 +23,9 @@ from pml_vmf.evaluation import plot_benchmark
 from pml_vmf.training import LOSSES, ConfigError
 from pml_vmf.training.engine import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
-    HEADLINE,
     PlannedRun,
     final_rows,
+    headline_metrics,
     parse_grid,
     read_rows,
     run_one,
@@ -114,8 +114,7 @@ def main(argv: list) -> int:
             log = RunFolder(runs_dir / row["folder"]).read_metrics_log()
             curve = [(r["epoch"], r["mean_average_precision_at_r"]) for r in log if r.get("split") == "val"]
             curves.setdefault(row["loss"], []).append(curve)
-        metrics = [m for m in HEADLINE if any(r.get(m, "") != "" for r in final)][:3]
-        plot_benchmark(final, curves, args.out / "plots", metrics)
+        plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3])
         print((args.out / "summary.md").read_text())
     return 0
 

@@ -6,7 +6,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +42,6 @@ class TrainingProgress:
     epoch: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
-    history: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch}
@@ -242,13 +241,16 @@ class RecipeRun:
             self.model, self.eval_loaders[name], device=self.device, gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast
         )
 
-    def refresh_means_with_full_pass(self) -> None:
-        """Sets the vMF means from one pass over the training set (eval transforms, every sample once)."""
+    def full_pass_means(self) -> torch.Tensor:
+        """The class means of one pass over the training set (eval transforms, every sample once)."""
         with self.accelerator.autocast():
-            estimate = compute_class_means(
+            return compute_class_means(
                 self.model, self.eval_loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
-            )
-        self.loss.loss.means.copy_(estimate.means)
+            ).means
+
+    def refresh_means_with_full_pass(self) -> None:
+        """Sets the vMF means from :meth:`full_pass_means`."""
+        self.loss.loss.means.copy_(self.full_pass_means())
 
     def train_epoch(self, epoch: int) -> dict:
         self.model.train()
@@ -301,13 +303,7 @@ class RecipeRun:
     def nearest_mean_accuracy(self) -> float:
         """Test accuracy of the nearest class mean (the vMF means, or a full pass's means for other losses), on the
         query embeddings of the last :meth:`evaluate`."""
-        if self.loss.is_vmf:
-            means = self.loss.loss.means
-        else:
-            with self.accelerator.autocast():
-                means = compute_class_means(
-                    self.model, self.eval_loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
-                ).means
+        means = self.loss.loss.means if self.loss.is_vmf else self.full_pass_means()
         query, labels = self.embeddings["query"]  # embedded by evaluate() just before
         return nearest_mean_accuracy(query, labels, means.cpu())
 

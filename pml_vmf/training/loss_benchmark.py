@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -74,9 +75,17 @@ def read_rows(path: Path) -> list:
 
 
 def write_rows(path: Path, rows: list) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    """Writes the rows as CSV (the union of their columns), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def headline_metrics(rows: list) -> list:
+    """The :data:`HEADLINE` metrics that some of ``rows`` report."""
+    return [m for m in HEADLINE if any(r.get(m, "") != "" for r in rows)]
 
 
 def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, runs_dir: Path) -> dict:
@@ -132,7 +141,7 @@ def summary_table(rows: list, grid: dict) -> str:
     """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value."""
     final = final_rows(rows, grid)
     losses = list(dict.fromkeys(r["loss"] for r in final))
-    metrics = [m for m in HEADLINE if any(r.get(m, "") != "" for r in final)]
+    metrics = headline_metrics(final)
     header = ["loss", "tuned value", "seeds", *metrics, "s / epoch", "peak MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     chosen = winners(rows, grid)
