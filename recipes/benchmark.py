@@ -19,7 +19,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from pml_vmf.evaluation import plot_benchmark
+from pml_vmf.evaluation import plot_benchmark, plot_tuning_curves
 from pml_vmf.training import LOSSES, ConfigError
 from pml_vmf.training.engine import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
@@ -115,6 +115,7 @@ def main(argv: list) -> int:
             curve = [(r["epoch"], r["mean_average_precision_at_r"]) for r in log if r.get("split") == "val"]
             curves.setdefault(row["loss"], []).append(curve)
         plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3])
+        plot_tuning_curves(rows, grid, args.out / "plots")
         print((args.out / "summary.md").read_text())
     return 0
 

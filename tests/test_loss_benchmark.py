@@ -35,7 +35,7 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
         assert float(row["peak_memory_mb"]) > 0 and 0 <= float(row["best_val_map_at_r"]) <= 1
     summary = (tmp_path / "bench" / "summary.md").read_text()
     assert "| vmf | kappa=" in summary and "| triplet | default | 1 |" in summary
-    for plot in ("headline_metrics.png", "validation_map_at_r.png"):
+    for plot in ("headline_metrics.png", "validation_map_at_r.png", "tuning_vmf_kappa.png"):
         assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
     before = (tmp_path / "bench" / "runs.csv").read_text()
     folders = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()}

@@ -93,6 +93,11 @@ def test_timm_backbone_with_embedding_head_and_frozen_batchnorm():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def test_backbones_with_a_pre_logits_layer_get_a_head_of_its_width():
+    model = create_embedding_model("mobilenetv3_small_050", 16)  # pooled 288 -> conv_head 1024 with num_classes=0
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+
+
 def test_hub_weights_asked_for_offline_fail_at_once_and_say_how_to_pass_a_file(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="model.pretrained_file=PATH"):
@@ -178,3 +183,25 @@ def test_normalisation_can_override_the_backbone_config():
     image = Image.new("RGB", (40, 40), (255, 255, 255))
     assert torch.allclose(custom(image), torch.full((3, 32, 32), 1.5))  # (1 - 0.25) / 0.5
     assert not torch.allclose(default(image), torch.full((3, 32, 32), 1.5))
+
+
+def test_vmf_without_a_step_schedule_publishes_its_means_once_per_epoch():
+    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": None})
+    labels = torch.tensor([0, 0, 1, 1])
+    batches = [torch.randn(4, 4) for _ in range(3)]
+    for embeddings in batches:
+        training_loss(embeddings, labels)
+    units = torch.nn.functional.normalize(torch.stack(batches), dim=2).view(3, 2, 2, 4)  # batch, class, sample, dim
+    first_batch_means = torch.nn.functional.normalize(units[0].sum(1))
+    torch.testing.assert_close(training_loss.loss.means, first_batch_means)  # seeded, not yet updated
+    training_loss.end_epoch()
+    torch.testing.assert_close(training_loss.loss.means, torch.nn.functional.normalize(units.sum((0, 2))))
+
+
+def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch():
+    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": 50})
+    training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
+    seeded = training_loss.loss.means.clone()
+    training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
+    training_loss.end_epoch()
+    torch.testing.assert_close(training_loss.loss.means, seeded)

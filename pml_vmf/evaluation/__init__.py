@@ -2,7 +2,7 @@
 
 from .classification import predict_with_loss
 from .embedding import embed_dataset
-from .plots import plot_benchmark, plot_retrieval_grid, plot_training_curves
+from .plots import plot_benchmark, plot_retrieval_grid, plot_training_curves, plot_tuning_curves
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "plot_benchmark",
     "plot_retrieval_grid",
     "plot_training_curves",
+    "plot_tuning_curves",
     "predict_with_loss",
     "retrieval_metrics",
 ]

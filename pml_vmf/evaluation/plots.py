@@ -132,3 +132,33 @@ def plot_benchmark(rows: Sequence[dict], validation_curves: dict, folder: Path, 
     fig.savefig(paths[1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def plot_tuning_curves(rows: Sequence[dict], grid: dict, folder: Path) -> list:
+    """One plot per tuned loss: validation MAP@R (which picks the value) and test MAP@R against the tuned value.
+
+    Args:
+        rows: the benchmark's CSV rows; the ``phase == "tune"`` ones are plotted.
+        grid: loss -> (parameter, candidate values), as parsed from ``--tune``.
+        folder: where to write ``tuning_<loss>_<param>.png``.
+    """
+    paths = []
+    for loss, (param, _) in grid.items():
+        tuned = sorted((float(r["value"]), r) for r in rows if r["phase"] == "tune" and r["loss"] == loss)
+        if len(tuned) < 2:
+            continue
+        values = [v for v, _ in tuned]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for column, label in (("best_val_map_at_r", "validation (selects)"), ("mean_average_precision_at_r", "test")):
+            ax.plot(values, [float(r[column]) if r.get(column, "") != "" else np.nan for _, r in tuned], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.set(xlabel=param, ylabel="MAP@R", title=f"{loss}: {param} (first seed)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(folder / f"tuning_{loss}_{param}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths

@@ -57,7 +57,9 @@ class LossConfig:
     # switching loss.name keeps every loss's own settings.
     params: dict = field(default_factory=dict)
     miner_params: dict = field(default_factory=dict)  # per loss name, keyword arguments of its miner
-    mean_update: str = "miner"  # vmf: miner (GlobalMeanMiner's schedule) | full_pass (a full pass per epoch)
+    # vmf: miner (GlobalMeanMiner: every miner_params.vmf.update_every steps, or once per epoch with update_every
+    # null) | full_pass (exact means from a pass over the training set after each epoch; no miner)
+    mean_update: str = "miner"
     init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
 
 

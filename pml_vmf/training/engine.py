@@ -272,9 +272,10 @@ class RecipeRun:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             total += torch.stack([loss.detach().float() / self.loss.backward_scale, torch.ones((), device=self.device)])
-        seconds = time.perf_counter() - started
+        self.loss.end_epoch()
         if self.loss.is_vmf and self.config.loss.mean_update == "full_pass":
             self.refresh_means_with_full_pass()
+        seconds = time.perf_counter() - started  # the mean updates are part of the training cost
         total = self.accelerator.reduce(total, "sum")
         images_seen = int(total[1].item()) // self.accelerator.num_processes * self.config.train.batch_size
         return {

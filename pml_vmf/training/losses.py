@@ -96,6 +96,15 @@ class TrainingLoss:
     def parameters(self) -> list:
         return [p for p in self.loss.parameters() if p.requires_grad]
 
+    def end_epoch(self) -> None:
+        """Publishes the vMF means accumulated over the epoch when the miner has no step schedule.
+
+        With ``update_every=None`` the miner only accumulates, so this end-of-epoch publication is the paper's
+        once-per-epoch mean step. Every process must call it (the sums are all-reduced).
+        """
+        if isinstance(self.miner, GlobalMeanMiner) and self.miner.update_every is None:
+            self.miner.update_means()
+
     def sync_parameter_gradients(self) -> None:
         """Averages loss-parameter gradients over processes, undoing the wrapper's scale by the world size.
 

@@ -18,13 +18,16 @@ class EmbeddingModel(torch.nn.Module):
 
     Attributes:
         backbone: a timm model created with ``num_classes=0``.
-        head: ``Linear(backbone.num_features, embedding_size)``.
+        head: ``Linear(width, embedding_size)``, ``width`` being the backbone's output width: timm's
+            ``head_hidden_size`` where the model has one (MobileNetV3, whose ``num_classes=0`` output passes a
+            pre-logits layer), else ``num_features``.
     """
 
     def __init__(self, backbone: torch.nn.Module, embedding_size: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = torch.nn.Linear(backbone.num_features, embedding_size)
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        self.head = torch.nn.Linear(width, embedding_size)
 
     @property
     def embedding_size(self) -> int:
