@@ -2,13 +2,17 @@
 
 Each loss in --losses is trained with every seed in --seeds, under the same config (backbone, embedding width,
 sampler, batch, optimizer, epochs, data); each with its usual miner and its own parameter learning rate. A loss named
-in --tune first trains once per candidate value (first seed), and the value with the best validation MAP@R (held-out
+in --tune first trains once per candidate value with the first seed (``--tune default``: every loss's main
+hyper-parameter at its default and one step either side), and the value with the best validation MAP@R (held-out
 training classes, never the test classes) is used for every seed. Writes DIR/runs.csv (one row per run),
 DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/. A rerun skips finished runs. Config overrides
 for every run go after --set.
 
     accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
         --losses vmf triplet normalized_softmax --seeds 0 1 2 --tune vmf.kappa=8,16,32 --out benchmarks/results/emoji
+
+    accelerate launch recipes/benchmark.py --config C --out DIR \\
+        --losses vmf triplet contrastive multi_similarity proxy_anchor normalized_softmax arcface --tune default
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def main(argv: list) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the benchmark folder (runs/, runs.csv, summary.md, plots/)")
     parser.add_argument("--losses", nargs="+", default=["vmf", "triplet", "normalized_softmax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32")
+    parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32; default: each loss's registry grid (LossSpec.tuning)")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run, e.g. --set train.epochs=10 data.image_size=64")
     args = parser.parse_args(argv)
@@ -83,7 +87,7 @@ def main(argv: list) -> int:
         unknown = [loss for loss in args.losses if loss not in LOSSES]
         if unknown:
             raise ConfigError(f"Unknown loss {', '.join(unknown)}: --losses takes {', '.join(LOSSES)}.")
-        grid = parse_grid(args.tune)
+        grid = parse_grid(args.tune, args.losses)
         overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
         csv_path, runs_dir = args.out / "runs.csv", args.out / "runs"
         state = PartialState(cpu=multiprocess_without_cuda())

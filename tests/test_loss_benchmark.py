@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pml_vmf.training import ConfigError
+from pml_vmf.training import LOSSES, ConfigError
 from pml_vmf.training.loss_benchmark import parse_grid, summary_table, winners
 from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import DIGITS_CONFIG, REPO, run_script
@@ -62,3 +62,9 @@ def test_seeds_wait_for_the_tuning_and_use_the_value_best_on_validation():
 def test_a_malformed_tuning_grid_is_an_error():
     with pytest.raises(ConfigError, match="LOSS.PARAM=V1,V2"):
         parse_grid(["kappa=8,16"])
+
+
+def test_the_default_grid_tunes_each_listed_loss_over_its_registry_values_and_items_override_it():
+    grid = parse_grid(["default", "vmf.kappa=4,8"], ["vmf", "triplet", "softmax"])
+    assert grid == {"vmf": ("kappa", [4.0, 8.0]), "triplet": ("margin", [0.05, 0.1, 0.2])}  # softmax has no grid
+    assert all(LOSSES[loss].defaults[param] in values for loss, (param, values) in parse_grid(["default"], list(LOSSES)).items())

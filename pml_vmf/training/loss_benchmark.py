@@ -19,6 +19,7 @@ import torch
 
 from .config import ConfigError, load_config, parse_override
 from .engine import RecipeRun
+from .losses import LOSSES
 from .run_folder import RunFolder, atomic_write_text
 
 HEADLINE = (
@@ -54,13 +55,21 @@ class PlannedRun:
         return items
 
 
-def parse_grid(items: Sequence[str]) -> dict:
-    """``["vmf.kappa=8,16,32", ...]`` -> ``{"vmf": ("kappa", [8.0, 16.0, 32.0])}``."""
+def parse_grid(items: Sequence[str], losses: Sequence[str] = ()) -> dict:
+    """``["vmf.kappa=8,16,32", ...]`` -> ``{"vmf": ("kappa", [8.0, 16.0, 32.0])}``.
+
+    The item ``default`` adds, for each of ``losses`` that has one, the registry's grid (``LossSpec.tuning``: the
+    main hyper-parameter at its default and one step either side); explicit items override it per loss.
+    """
     grid = {}
+    if "default" in items:
+        grid = {loss: (LOSSES[loss].tuning[0], list(LOSSES[loss].tuning[1])) for loss in losses if LOSSES[loss].tuning}
     for item in items:
+        if item == "default":
+            continue
         key, values = parse_override(item)
         if key.count(".") != 1:
-            raise ConfigError(f"--tune {item!r}: write LOSS.PARAM=V1,V2,... (e.g. vmf.kappa=8,16,32).")
+            raise ConfigError(f"--tune {item!r}: write LOSS.PARAM=V1,V2,... (e.g. vmf.kappa=8,16,32) or default.")
         loss, param = key.split(".")
         values = values if isinstance(values, list) else [float(v) for v in str(values).split(",")]
         grid[loss] = (param, [float(v) for v in values])
