@@ -35,7 +35,9 @@ class GlobalMeanMiner(BaseMiner):
         update_every: publish the means every this many calls; ``None`` to publish only when
             :meth:`update_means` is called. The default of 50 comes from ``benchmarks/update_schedule.py``: on
             class-disjoint Fashion-MNIST, means published once per epoch lagged the network (MAP@R 0.242 against
-            0.300, mean of 3 seeds); see BENCHMARKS.md.
+            0.300, mean of 3 seeds); see BENCHMARKS.md. With few images per class (each class in one batch per
+            epoch, as in SOP), every class's mean comes from a different network state whatever the schedule; there
+            exact means from :func:`compute_class_means` after each epoch trained far better on the emoji benchmark.
         momentum: ``m`` in ``mu <- normalize(m * mu_old + (1 - m) * mu_new)``; 0 replaces the means.
         seed_missing_means: seed the means of classes that have none from the batch they first appear in.
         **kwargs: PML ``BaseMiner`` arguments.
