@@ -40,8 +40,9 @@ def summary_table(rows: list) -> str:
         cells = [variant, str(len(mine))]
         for column in COLUMNS:
             values = [float(r[column]) for r in mine if r.get(column, "") != ""]
-            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.mean(values):.3f}{spread}" if values else "")
+            digits = 1 if column in ("seconds_per_epoch", "peak_memory_mb") else 3
+            spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.{digits}f}{spread}" if values else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
