@@ -12,11 +12,10 @@ rerun, so an interrupted sweep resumes.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
-from pml_vmf.training.loss_benchmark import PlannedRun, read_rows, run_one, write_rows
+from pml_vmf.training.loss_benchmark import PlannedRun, mean_and_spread, read_rows, run_one, write_rows
 from pml_vmf.training.run_folder import atomic_write_text
 
 STEP = "loss.miner_params.vmf.update_every"
@@ -41,8 +40,7 @@ def summary_table(rows: list) -> str:
         for column in COLUMNS:
             values = [float(r[column]) for r in mine if r.get(column, "") != ""]
             digits = 1 if column in ("seconds_per_epoch", "peak_memory_mb") else 3
-            spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.mean(values):.{digits}f}{spread}" if values else "")
+            cells.append(mean_and_spread(values, digits) if values else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -146,6 +146,12 @@ def final_rows(rows: list, grid: dict) -> list:
     ]  # fmt: skip
 
 
+def mean_and_spread(values: Sequence[float], digits: int = 3) -> str:
+    """``"0.512 ± 0.004"``: the mean and, where there are several values, their standard deviation."""
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
+
+
 def summary_table(rows: list, grid: dict) -> str:
     """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value."""
     final = final_rows(rows, grid)
@@ -163,8 +169,7 @@ def summary_table(rows: list, grid: dict) -> str:
                 cells.append("")
             elif metric not in metrics:
                 cells.append(f"{statistics.mean(values):.1f}")
-            else:  # ± the standard deviation over seeds, where there are several
-                spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-                cells.append(f"{statistics.mean(values):.3f}{spread}")
+            else:
+                cells.append(mean_and_spread(values))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
