@@ -15,6 +15,8 @@ from typing import Mapping
 
 from PIL import Image
 
+from .image_dataset import rgb_on_white
+
 VENDORS = ("apple", "google", "twitter", "facebook")
 NPM_VERSION = "16.0.0"
 SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
@@ -55,9 +57,7 @@ def split_of(index: int) -> str:
 def on_white(png: bytes) -> Image.Image:
     """An RGBA PNG composited onto a white background, as RGB."""
     with Image.open(io.BytesIO(png)) as image:
-        rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+        return rgb_on_white(image)
 
 
 def build_emoji_dataset(tarballs: Mapping[str, Path], out: Path) -> dict:

@@ -12,20 +12,22 @@ from PIL import Image
 from .labelled_images import LabelledImages
 
 
-def load_rgb(images: LabelledImages, index: int) -> Image.Image:
-    """The image at ``index`` as RGB; grayscale and RGBA sources are converted (RGBA onto white)."""
-    source = images.images
-    if isinstance(source, np.ndarray):
-        image = Image.fromarray(source[index])
-    else:
-        with Image.open(source[index]) as opened:
-            opened.load()
-            image = opened
+def rgb_on_white(image: Image.Image) -> Image.Image:
+    """``image`` as RGB, anything transparent (RGBA, LA, palette) composited onto a white background."""
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+def load_rgb(images: LabelledImages, index: int) -> Image.Image:
+    """The image at ``index`` as RGB; grayscale and RGBA sources are converted (RGBA onto white)."""
+    source = images.images
+    if isinstance(source, np.ndarray):
+        return rgb_on_white(Image.fromarray(source[index]))
+    with Image.open(source[index]) as opened:
+        return rgb_on_white(opened)
 
 
 class ImageDataset(torch.utils.data.Dataset):
