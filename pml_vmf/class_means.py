@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .distributed import all_reduce_sum_, distributed_sampler_padding
 from .pml_api import is_distributed
-from .validation import check_batch, check_label_range, drop_non_finite_rows
+from .input_checks import check_batch, check_label_range, drop_non_finite_rows
 
 
 @dataclass
@@ -63,6 +63,33 @@ def estimate_class_means(sums: torch.Tensor, counts: torch.Tensor) -> ClassMeanE
         resultant_lengths=resultant_lengths,
         concentrations=estimate_concentration(resultant_lengths, sums.shape[1]),
     )
+
+
+@torch.no_grad()
+def predict_nearest_mean(embeddings: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Classifies by the nearest mean direction, ``argmax_c cos(z, mu_c)``: vMF's rule, and that of any cosine
+    classifier (the normalised columns of NormalizedSoftmax's or ArcFace's ``W``).
+
+    Args:
+        embeddings: ``(N, embedding_size)``; need not be normalised.
+        means: ``(num_classes, embedding_size)`` directions; need not be normalised. A row of zeros is a class with
+            no mean yet, never predicted.
+
+    Returns:
+        ``(N,)`` int64 class indices, on the device of ``embeddings``.
+
+    Raises:
+        ValueError: when no class has a mean.
+    """
+    means = means.to(embeddings.device).float()
+    has_mean = means.ne(0).any(dim=1)
+    if not has_mean.any():
+        raise ValueError(
+            "Nearest-mean prediction: no class has a mean yet (every row of the means is zero). Estimate them with "
+            "compute_class_means(...) or by training with GlobalMeanMiner."
+        )
+    scores = F.normalize(embeddings.float(), dim=1) @ F.normalize(means, dim=1).T
+    return scores.masked_fill(~has_mean, -torch.inf).argmax(dim=1)
 
 
 @torch.no_grad()
@@ -131,7 +158,7 @@ def compute_class_means(
                 embeddings, labels = embeddings[keep], labels[keep]
             if sums is None:
                 sums = torch.zeros(num_classes, embeddings.shape[1], device=device)
-            check_batch(embeddings, labels, num_classes, sums.shape[1])
+            labels = check_batch(embeddings, labels, num_classes, sums.shape[1])
             finite = torch.isfinite(embeddings).all(dim=1)
             (num_non_finite,) = check_label_range(labels, num_classes, (~finite).sum())
             embeddings, labels, _ = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "compute_class_means")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from .class_means import ClassMeanEstimate, estimate_class_means
 from .distributed import all_reduce_sum_
 from .pml_api import BaseMiner, c_f, is_distributed
-from .validation import check_batch, check_label_range, drop_non_finite_rows
+from .input_checks import check_batch, check_label_range, drop_non_finite_rows
 from .vmf_loss import VMFLoss
 
 
@@ -74,7 +74,7 @@ class GlobalMeanMiner(BaseMiner):
     ) -> tuple:
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         num_classes = self.loss.num_classes
-        check_batch(embeddings, labels, num_classes, self.loss.embedding_size)
+        labels = check_batch(embeddings, labels, num_classes, self.loss.embedding_size)
         self._to_device(embeddings.device)
         finite = torch.isfinite(embeddings).all(dim=1)
         sample_has_no_mean = self.loss.means[labels.clamp(0, num_classes - 1)].eq(0).all(dim=1) & finite

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
-from .validation import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
+from .class_means import predict_nearest_mean
+from .input_checks import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
 
 
 class VMFLoss(BaseMetricLossFunction):
@@ -72,7 +73,7 @@ class VMFLoss(BaseMetricLossFunction):
     ) -> dict:
         c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
-        check_batch(embeddings, labels, self.num_classes, self.embedding_size)
+        labels = check_batch(embeddings, labels, self.num_classes, self.embedding_size)
         logits, mean_norms = self._logits_and_mean_norms(embeddings)
         target_has_no_mean = mean_norms[labels.clamp(0, self.num_classes - 1)] == 0
         (num_without_mean,) = check_label_range(labels, self.num_classes, target_has_no_mean.sum())
@@ -96,15 +97,9 @@ class VMFLoss(BaseMetricLossFunction):
         """
         return self._logits_and_mean_norms(embeddings)[0]
 
-    @torch.no_grad()
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean."""
-        if not self.means.ne(0).any():
-            raise ValueError(
-                "VMFLoss.predict: no class has a mean yet. Estimate them first with compute_class_means(...) "
-                "or by training with GlobalMeanMiner."
-            )
-        return self.get_logits(embeddings).argmax(dim=1)
+        return predict_nearest_mean(embeddings, self.means)
 
     def _means_on(self, device: torch.device) -> torch.Tensor:
         # Follow the embeddings to their device once, as PML's own losses do with their weights; never change dtype.

@@ -210,3 +210,31 @@ def test_bad_batch_to_miner_is_a_value_error(embeddings, labels, message):
     with pytest.raises(ValueError, match=message):
         miner(embeddings, labels)
     assert miner.class_counts.sum() == 0 and loss.means.abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_labels_of_any_integer_dtype_give_the_same_means_and_loss_as_int64(dtype, device):
+    """int32 labels from numpy (or uint8) work as in PML's own losses; index_add_ used to reject them."""
+    results = []
+    for label_dtype in (torch.long, dtype):
+        loss_func = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=8.0).to(device)
+        miner = GlobalMeanMiner(loss_func, update_every=2)
+        values = []
+        for embeddings, labels in _batches(device):
+            labels = labels.to(label_dtype)
+            values.append(loss_func(embeddings, labels, miner(embeddings, labels)))
+        results.append((torch.stack(values), loss_func.means.clone(), loss_func.predict(embeddings)))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=0, rtol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=0, rtol=0)
+    assert torch.equal(results[1][2], results[0][2])
+
+
+def test_int32_labels_from_numpy_in_a_full_pass(device):
+    from pml_vmf import compute_class_means
+
+    model = torch.nn.Linear(EMBEDDING_SIZE, EMBEDDING_SIZE).to(device)
+    (embeddings, labels), *_ = _batches(device)
+    int32_labels = torch.from_numpy(labels.cpu().numpy().astype(np.int32)).to(device)
+    found = compute_class_means(model, [(embeddings, int32_labels)], NUM_CLASSES)
+    expected = compute_class_means(model, [(embeddings, labels)], NUM_CLASSES)
+    torch.testing.assert_close(found.means, expected.means, atol=0, rtol=0)

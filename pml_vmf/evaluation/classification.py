@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from ..class_means import predict_nearest_mean
 
 
 @torch.no_grad()
@@ -20,6 +21,5 @@ def predict_with_loss(loss: torch.nn.Module, embeddings: torch.Tensor) -> Option
         return loss.predict(embeddings).cpu()
     weights = getattr(loss, "W", None)
     if isinstance(weights, torch.Tensor) and weights.dim() == 2 and weights.shape[0] == embeddings.shape[1]:
-        columns = F.normalize(weights.detach().float(), dim=0).to(embeddings.device)
-        return (F.normalize(embeddings.float(), dim=1) @ columns).argmax(dim=1).cpu()
+        return predict_nearest_mean(embeddings, weights.detach().T).cpu()
     return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..class_means import predict_nearest_mean
 from ..pml_api import AccuracyCalculator, CosineSimilarity, CustomKNN, FaissKNN
 
 
@@ -194,7 +194,4 @@ def retrieval_metrics(
 
 def nearest_mean_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> float:
     """Classification accuracy of ``argmax_c mu_c . z``; classes whose mean row is zero are never predicted."""
-    means = F.normalize(means.float(), dim=1)
-    scores = F.normalize(embeddings.float(), dim=1) @ means.T
-    scores[:, means.norm(dim=1) == 0] = -np.inf
-    return (scores.argmax(dim=1) == labels).float().mean().item()
+    return (predict_nearest_mean(embeddings, means).cpu() == labels.cpu()).float().mean().item()

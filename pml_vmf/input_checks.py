@@ -48,8 +48,12 @@ def check_cosine_distance(distance: BaseDistance) -> None:
         )
 
 
-def check_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, embedding_size: int) -> None:
+def check_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, embedding_size: int) -> torch.Tensor:
     """Checks the shapes and dtypes of one batch; reads nothing back from the device.
+
+    Returns:
+        ``labels`` as int64. Any integer dtype is accepted, as PML's losses accept it (int32 from numpy, uint8);
+        ``index_add_`` and ``cross_entropy`` need int64.
 
     Raises:
         ValueError: naming what is wrong: rank, width or dtype of ``embeddings``, dtype or shape of ``labels``.
@@ -69,13 +73,14 @@ def check_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int
     if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         dtype = labels.dtype if torch.is_tensor(labels) else type(labels).__name__
         raise ValueError(
-            f"labels must be an integer tensor (torch.long), got {dtype}. Convert them with labels.long() "
-            f"after mapping each class to an index in [0, {num_classes})."
+            f"labels must be an integer tensor, got {dtype}. Map each class to an index in [0, {num_classes}) "
+            "and pass them as integers (e.g. labels.long())."
         )
     if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
         raise ValueError(
             f"labels must have shape ({embeddings.shape[0]},) to match the embeddings, got {tuple(labels.shape)}."
         )
+    return labels.long()
 
 
 def check_label_range(labels: torch.Tensor, num_classes: int, *counts: torch.Tensor) -> "list[int]":
