@@ -9,6 +9,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper, is_distributed
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
+from pytorch_metric_learning.utils.inference import return_results as return_knn_results
 
 __all__ = [
     "AccuracyCalculator",
@@ -26,4 +27,5 @@ __all__ = [
     "lmu",
     "losses",
     "miners",
+    "return_knn_results",
 ]

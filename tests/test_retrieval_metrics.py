@@ -66,17 +66,22 @@ def test_bad_knn_choice_is_an_error():
         build_accuracy_calculator(knn="annoy")
 
 
+@pytest.mark.parametrize("k", [None, "max_bin_count", 3])
+@pytest.mark.parametrize("knn", ["torch"] + (["faiss"] if faiss_available() else []))
 @pytest.mark.parametrize("leave_one_out", [True, False])
-def test_blocked_metrics_equal_pml_accuracy_calculator_on_the_whole_set(leave_one_out):
+def test_blocked_metrics_equal_pml_accuracy_calculator_on_the_whole_set(leave_one_out, knn, k):
+    """Every k-NN metric the recipe offers, for each of PML's k settings. The noise is large enough that many queries
+    have no same-class hit among the largest class's size: with k=None their reciprocal rank comes from deeper."""
     from pytorch_metric_learning.distances import CosineSimilarity
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    embeddings, labels = _clustered(num_classes=15, per_class=5, noise=1.5)
+    embeddings, labels = _clustered(num_classes=15, per_class=5, noise=4.0)
     labels[:3] = torch.tensor([100, 101, 102])  # classes with one image: lone queries, left out by both
     names = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank")
-    pml = AccuracyCalculator(include=names, k="max_bin_count", knn_func=CustomKNN(CosineSimilarity()), device=torch.device("cpu"))
-    ours = build_accuracy_calculator((1,), names, knn="torch", knn_batch_size=8)
+    pml = AccuracyCalculator(include=names, k=k, knn_func=CustomKNN(CosineSimilarity()), device=torch.device("cpu"))
+    ours = build_accuracy_calculator((1,), names, knn=knn, knn_batch_size=8)
+    ours.k = k
     embeddings = F.normalize(embeddings, dim=1)
     if leave_one_out:
         expected, found = pml.get_accuracy(embeddings, labels), retrieval_metrics(ours, embeddings, labels)
@@ -85,3 +90,42 @@ def test_blocked_metrics_equal_pml_accuracy_calculator_on_the_whole_set(leave_on
         expected, found = pml.get_accuracy(*args, ref_includes_query=False), retrieval_metrics(ours, *args)
     for name in names:
         assert found[name] == pytest.approx(expected[name], abs=1e-6), name
+    if k is None:
+        max_bin = AccuracyCalculator(include=names, k="max_bin_count", knn_func=CustomKNN(CosineSimilarity()))
+        truncated = max_bin.get_accuracy(embeddings, labels) if leave_one_out else max_bin.get_accuracy(*args, ref_includes_query=False)
+        # Not vacuous: some first hits lie beyond the largest class, where a search of that depth scores them 0.
+        assert expected["mean_reciprocal_rank"] > truncated["mean_reciprocal_rank"] + 1e-3
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
+def test_faiss_reference_index_is_built_once_per_evaluation():
+    import faiss
+
+    built = []
+
+    def counting_flat_index(dim):
+        built.append(dim)
+        return faiss.IndexFlatL2(dim)
+
+    embeddings, labels = _clustered(num_classes=20, per_class=5)
+    calculator = build_accuracy_calculator((1, 4), ("precision_at_1", "mean_reciprocal_rank"), knn="faiss", knn_batch_size=7)
+    calculator.knn_func.index_init_fn = counting_flat_index
+    metrics = retrieval_metrics(calculator, embeddings, labels)  # 100 queries in 15 blocks, some searched deeper
+    assert built == [16]
+    assert metrics["recall_at_4"] == pytest.approx(_brute_force_recall(embeddings, labels, 4))
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
+def test_faiss_falls_back_to_the_cpu_index_with_a_message_when_the_gpu_is_full(monkeypatch, caplog):
+    from pml_vmf.evaluation import faiss_index
+
+    def out_of_memory(cpu_index, device_id):
+        raise RuntimeError("Error in void* faiss::gpu::StandardGpuResourcesImpl::allocMemory: cudaMalloc error 2: out of memory")
+
+    monkeypatch.setattr(faiss_index.FaissIndexKNN, "_gpu_device", staticmethod(lambda reference: 0))
+    monkeypatch.setattr(faiss_index, "_gpu_index", out_of_memory)
+    embeddings, labels = _clustered()
+    with caplog.at_level("WARNING", logger=faiss_index.__name__):
+        metrics = retrieval_metrics(build_accuracy_calculator((1, 2), knn="faiss"), embeddings, labels)
+    assert "searching on the CPU instead" in caplog.text and "out of memory" in caplog.text
+    assert metrics["recall_at_2"] == pytest.approx(_brute_force_recall(embeddings, labels, 2))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..class_means import predict_nearest_mean
-from ..pml_api import AccuracyCalculator, CosineSimilarity, CustomKNN, FaissKNN
+from ..pml_api import AccuracyCalculator, CosineSimilarity, CustomKNN
+from .faiss_index import FaissIndexKNN
 
 
 def faiss_available() -> bool:
@@ -27,17 +29,20 @@ class RecallAtKCalculator(AccuracyCalculator):
     """PML's AccuracyCalculator with ``recall_at_<k>`` metrics and a neighbour search in blocks of queries.
 
     ``recall_at_<k>`` is the share of queries with a same-class reference among their k nearest (the Recall@K of the
-    DML literature). PML's own k-NN metrics (precision@1, R-precision, MAP@R, MRR) are computed by PML's functions,
-    ``block_size`` queries at a time, each block's value weighted by its number of queries: the same numbers as one
-    call over all queries, without the ``(num_classes x num_references)`` comparison and per-class loops PML runs on
-    the whole set, so memory stays bounded at Stanford Online Products scale (60k queries, 11k classes, Recall@1000).
-    Clustering metrics (NMI, AMI) run through PML unchanged. Queries whose class has no other reference are left
-    out, as PML does.
+    DML literature). PML's own k-NN metrics (precision@1, R-precision, MAP@R) are computed by PML's functions,
+    ``block_size`` queries at a time, each block's value weighted by its number of queries, and the mean reciprocal
+    rank from each query's first hit: the same numbers as one ``AccuracyCalculator`` call over all queries with the
+    same ``k`` (None, the default: every reference; ``"max_bin_count"``; or an int), without the
+    ``(num_queries x k)`` neighbour table and per-class loops PML builds for the whole set, so memory stays bounded at
+    Stanford Online Products scale (60k queries, 11k classes, Recall@1000). With ``k=None`` the search goes as deep as
+    the largest class and the Recall Ks, and only queries with no hit there are searched deeper, for their reciprocal
+    rank. Clustering metrics (NMI, AMI) run through PML unchanged. Queries whose class has no other reference are
+    left out, as PML does. With :class:`FaissIndexKNN` as ``knn_func`` the reference is indexed once per call.
 
     Args:
         recall_at: the Ks.
         block_size: queries per block.
-        **kwargs: AccuracyCalculator's arguments (``include``, ``knn_func``, ``kmeans_func``, ``device``). ``include``
+        **kwargs: AccuracyCalculator's arguments (``include``, ``k``, ``knn_func``, ``kmeans_func``, ``device``). ``include``
             may name ``recall_at_<k>`` for any k in ``recall_at``. Per-class averages and custom label comparisons
             are not supported.
     """
@@ -91,45 +96,93 @@ class RecallAtKCalculator(AccuracyCalculator):
         query_labels, reference_labels = (torch.as_tensor(x, device=self.device).long() for x in (query_labels, reference_labels))
         classes, dense = torch.unique(torch.cat([query_labels, reference_labels]), return_inverse=True)
         query_labels, reference_labels = dense[: len(query_labels)], dense[len(query_labels) :]
+        self_count = int(ref_includes_query)
         reference_counts = torch.bincount(reference_labels, minlength=len(classes))
-        not_lone = reference_counts[query_labels] - int(ref_includes_query) > 0
+        not_lone = reference_counts[query_labels] - self_count > 0
         if not not_lone.any():
             return {m: float("nan") for m in metrics}
+        most = len(reference) - self_count  # neighbours a query can have
+        # PML's k: every reference (k=None), the largest class ("max_bin_count") or the k given. Only the reciprocal
+        # rank looks past a query's own class size R, so with k=None the search stops at the largest class and
+        # queries with no hit there are searched further (_first_hits_beyond).
+        pml_k = min(self.determine_k(reference_counts[torch.unique(query_labels)], len(reference), ref_includes_query), most)
+        largest_class = int(reference_counts[query_labels].max()) - self_count
+        k_metrics = min(max(largest_class, 1), pml_k) if self.k is None else pml_k
         recall_ks = [k for k in self.recall_at if f"recall_at_{k}" in metrics]
-        # Enough neighbours for every query's R (MAP@R, R-precision) and for the largest Recall K.
-        largest_class = int(reference_counts[query_labels].max()) - int(ref_includes_query)
-        k = min(max([largest_class, 1] + recall_ks), len(reference) - int(ref_includes_query))
+        k = min(max([k_metrics] + recall_ks), most)
         totals = dict.fromkeys(metrics, 0.0)
-        for start in range(0, len(query), self.block_size):
-            block = slice(start, start + self.block_size)
-            _, indices = self.knn_func(query[block], k + int(ref_includes_query), reference, False)
-            indices = indices.to(self.device)
-            if ref_includes_query:  # drop each query itself (PML's knn functions assume a block starting at 0)
-                is_self = indices == torch.arange(start, start + len(indices), device=self.device)[:, None]
-                is_self[~is_self.any(dim=1), -1] = True
-                indices = indices[~is_self].view(len(indices), k)
-            block_labels, block_not_lone = query_labels[block], not_lone[block]
-            num_counted = int(block_not_lone.sum())
-            if num_counted == 0:
-                continue
-            knn_labels = reference_labels[indices]
-            present = torch.unique(block_labels)
-            kwargs = dict(
-                knn_labels=knn_labels.float(),
-                query_labels=block_labels.float(),
-                not_lone_query_mask=block_not_lone,
-                ref_includes_query=ref_includes_query,
-                label_counts=(present.float(), reference_counts[present]),
-                label_comparison_fn=self.label_comparison_fn,
-            )
-            hit_rank = _first_hit_rank(knn_labels[block_not_lone], block_labels[block_not_lone])
-            for metric in metrics:
-                if metric.startswith("recall_at_"):
-                    value = (hit_rank < int(metric.rsplit("_", 1)[1])).float().mean().item()
-                else:
-                    value = self.original_function_dict[metric](**kwargs)
-                totals[metric] += value * num_counted
+        with self._searcher(reference, ref_includes_query) as search:
+            for start in range(0, len(query), self.block_size):
+                positions = torch.arange(start, min(start + self.block_size, len(query)), device=self.device)
+                block_not_lone = not_lone[positions]
+                num_counted = int(block_not_lone.sum())
+                if num_counted == 0:
+                    continue
+                positions = positions[block_not_lone]
+                block_labels = query_labels[positions]
+                knn_labels = reference_labels[search(query[positions], positions, k)]
+                hit_rank = _first_hit_rank(knn_labels, block_labels)
+                if "mean_reciprocal_rank" in metrics and self.k is None and k < most:
+                    missed = hit_rank == k
+                    if missed.any():
+                        hit_rank[missed] = self._first_hits_beyond(search, query, positions[missed], block_labels[missed], reference_labels, k, most)
+                present = torch.unique(block_labels)
+                pml_kwargs = dict(
+                    knn_labels=knn_labels[:, :k_metrics].float(),
+                    query_labels=block_labels.float(),
+                    not_lone_query_mask=torch.ones_like(block_labels, dtype=torch.bool),
+                    ref_includes_query=ref_includes_query,
+                    label_counts=(present.float(), reference_counts[present]),
+                    label_comparison_fn=self.label_comparison_fn,
+                )
+                for metric in metrics:
+                    if metric.startswith("recall_at_"):
+                        value = (hit_rank < int(metric.rsplit("_", 1)[1])).float().mean().item()
+                    elif metric == "mean_reciprocal_rank":  # PML's: 1 / rank of the first hit within its k, else 0
+                        value = torch.where(hit_rank < pml_k, 1.0 / (hit_rank + 1.0), 0.0).mean().item()
+                    else:
+                        value = self.original_function_dict[metric](**pml_kwargs)
+                    totals[metric] += value * num_counted
         return {m: total / int(not_lone.sum()) for m, total in totals.items()}
+
+    @contextlib.contextmanager
+    def _searcher(self, reference: torch.Tensor, ref_includes_query: bool) -> Iterator[Callable]:
+        """Yields ``search(queries, positions, k)``: the indices of each query's k nearest references, the query
+        itself left out when the reference holds the queries (``positions`` are the queries' rows in it). The
+        reference is indexed once for all the blocks when the kNN function can (:class:`FaissIndexKNN`)."""
+        if isinstance(self.knn_func, FaissIndexKNN):
+            context = self.knn_func.indexed(reference)
+        else:
+            context = contextlib.nullcontext(lambda q, k, _: self.knn_func(q, k, reference, False))
+        with context as raw_search:
+
+            def search(queries: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
+                _, indices = raw_search(queries, k + int(ref_includes_query), False)
+                indices = indices.to(self.device)
+                if ref_includes_query:  # drop each query itself (PML's knn functions assume a block starting at 0)
+                    is_self = indices == positions[:, None]
+                    is_self[~is_self.any(dim=1), -1] = True
+                    indices = indices[~is_self].view(len(indices), k)
+                return indices
+
+            yield search
+
+    def _first_hits_beyond(self, search: Callable, query, positions, labels, reference_labels, k: int, most: int) -> torch.Tensor:
+        """The 0-based rank of the first same-class reference of queries that have none among their ``k`` nearest:
+        searched again with k doubled until found, in blocks of at most ``block_size * k`` neighbours."""
+        ranks = torch.full_like(labels, most)
+        pending = torch.arange(len(labels), device=labels.device)
+        budget = self.block_size * k
+        while pending.numel() and k < most:
+            k = min(2 * k, most)
+            step = max(1, budget // k)
+            still = []
+            for chunk in pending.split(step):
+                found = _first_hit_rank(reference_labels[search(query[positions[chunk]], positions[chunk], k)], labels[chunk])
+                ranks[chunk] = found
+                still.append(chunk[found == k])
+            pending = torch.cat(still)
+        return ranks
 
 
 def _first_hit_rank(knn_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -162,7 +215,7 @@ def build_accuracy_calculator(
     if use_faiss and not faiss_available():
         raise ValueError("eval.knn=faiss but faiss is not installed: pip install faiss-cpu (or faiss-gpu), or use eval.knn=torch.")
     # Embeddings are L2-normalised before the search: faiss's L2 ranking is then the cosine ranking.
-    knn_func = FaissKNN() if use_faiss else CustomKNN(CosineSimilarity(), batch_size=knn_batch_size)
+    knn_func = FaissIndexKNN() if use_faiss else CustomKNN(CosineSimilarity(), batch_size=knn_batch_size)
     kmeans_func = None if faiss_available() else _sklearn_kmeans
     include = tuple(metrics) + tuple(f"recall_at_{k}" for k in sorted(set(recall_at)))
     return RecallAtKCalculator(
