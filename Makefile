@@ -32,8 +32,11 @@ demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	  recipes/train.py --config recipes/configs/fashion_mnist.yaml run.name=$(DEMO_RUN)
 
+# Two pytest-xdist workers: most tests start training processes of one thread each (2 cores on CI).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_loss.py

@@ -60,12 +60,16 @@ class GlobalMeanMiner(BaseMiner):
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}.")
         # Bypass nn.Module registration (see Args): moving or saving the miner must not move or save the loss.
         object.__setattr__(self, "loss", loss)
+        if loss.stale_means_warning_steps is not None:
+            # Means that change only once per epoch (update_every=None) are not stale; others every update_every calls.
+            loss.stale_means_warning_steps = None if update_every is None else max(loss.stale_means_warning_steps, 20 * update_every)
         self.update_every = update_every
         self.momentum = float(momentum)
         self.seed_missing_means = seed_missing_means
         self.register_buffer("class_sums", torch.zeros(loss.num_classes, loss.embedding_size, dtype=torch.float32))
         self.register_buffer("class_counts", torch.zeros(loss.num_classes, dtype=torch.long))
         self.calls_since_update = 0  # a Python int, saved through get_extra_state: no device sync per call
+        self.last_estimate: Optional[ClassMeanEstimate] = None  # of the last update_means(), for diagnostics
         self.add_to_recordable_attributes(list_of_names=["update_every", "momentum"], is_stat=False)
         self.add_to_recordable_attributes(list_of_names=["num_skipped_non_finite"], is_stat=True)
 
@@ -118,10 +122,22 @@ class GlobalMeanMiner(BaseMiner):
         has_samples = (self.class_counts > 0)[:, None]
         old_means.copy_(torch.where(has_samples, new_means, old_means))
         estimate.means = old_means.clone()
+        self.last_estimate = estimate
         self.class_sums.zero_()
         self.class_counts.zero_()
         self.calls_since_update = 0
         return estimate
+
+    @staticmethod
+    def combine_process_states(states: list, is_first: bool) -> dict:
+        """One process's state from the ``state_dict`` of every process of a run with another number of processes:
+        the first process takes the sums and counts of all of them and the others none, so that the next all-reduce
+        in :meth:`update_means` gives the same totals."""
+        combined = dict(states[0])
+        for key in ("class_sums", "class_counts"):
+            total = sum(state[key] for state in states)
+            combined[key] = total if is_first else torch.zeros_like(total)
+        return combined
 
     def get_extra_state(self) -> dict:
         return {"calls_since_update": self.calls_since_update}

@@ -1,5 +1,6 @@
 """VMFLoss: cross-entropy of a von Mises-Fisher mixture whose class means are estimated, not learned."""
 
+import warnings
 from typing import Optional
 
 import torch
@@ -31,6 +32,9 @@ class VMFLoss(BaseMetricLossFunction):
         embedding_size: width of the embeddings.
         kappa: the shared concentration, i.e. the inverse softmax temperature (``NormalizedSoftmaxLoss``'s
             ``temperature = 1 / kappa``).
+        stale_means_warning_steps: warn once when the loss has run this many calls in a row with means that did
+            not change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner). None
+            never warns; raise it when you refresh the means less often on purpose.
         **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
 
     Example:
@@ -39,7 +43,9 @@ class VMFLoss(BaseMetricLossFunction):
         >>> loss = loss_func(embeddings, labels, miner(embeddings, labels))
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, kappa: float = 16.0, **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, embedding_size: int, kappa: float = 16.0, stale_means_warning_steps: Optional[int] = 1000, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         check_num_classes_and_size(num_classes, embedding_size)
         check_cosine_distance(self.distance)
@@ -47,6 +53,9 @@ class VMFLoss(BaseMetricLossFunction):
         self.embedding_size = embedding_size
         self.kappa = kappa
         self.register_buffer("means", torch.zeros(num_classes, embedding_size, dtype=torch.float32))
+        self.stale_means_warning_steps = stale_means_warning_steps
+        self._means_seen = None  # (tensor id, in-place version) of the means at the last call
+        self._calls_with_same_means = 0
         self.add_to_recordable_attributes(
             list_of_names=["num_classes", "embedding_size", "kappa"], is_stat=False
         )
@@ -79,6 +88,7 @@ class VMFLoss(BaseMetricLossFunction):
         (num_without_mean,) = check_label_range(labels, self.num_classes, target_has_no_mean.sum())
         if num_without_mean:
             self._raise_missing_means(labels[target_has_no_mean])
+        self._watch_for_stale_means()
         losses = F.cross_entropy(logits, labels, reduction="none")
         if indices_tuple is not None:
             losses = losses * lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
@@ -120,6 +130,24 @@ class VMFLoss(BaseMetricLossFunction):
             scale = torch.where(has_mean, self.kappa / norms, 0.0)
             offset = torch.where(has_mean, 0.0, -torch.inf).to(dtype)
             return torch.addcmul(offset, dots, scale), norms
+
+    def _watch_for_stale_means(self) -> None:
+        # Every write into the buffer (the miner's copy_, a full pass's copy_, seeding) bumps the tensor's version
+        # counter, so this costs no device work and no comparison of values.
+        if self.stale_means_warning_steps is None or not torch.is_grad_enabled():
+            return
+        seen = (id(self.means), self.means._version)
+        self._calls_with_same_means = self._calls_with_same_means + 1 if seen == self._means_seen else 0
+        self._means_seen = seen
+        if self._calls_with_same_means == self.stale_means_warning_steps:
+            warnings.warn(
+                f"VMFLoss has run {self.stale_means_warning_steps} steps with class means that never changed: nothing "
+                "is updating them. Pass each batch through GlobalMeanMiner (loss_func(embeddings, labels, "
+                "miner(embeddings, labels)) with miner = GlobalMeanMiner(loss_func)), not another miner, or refresh "
+                "them with compute_class_means after each epoch. Set stale_means_warning_steps=None to silence this.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     @staticmethod
     def _raise_missing_means(labels: torch.Tensor) -> None:

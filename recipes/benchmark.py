@@ -25,7 +25,7 @@ from accelerate import PartialState
 
 from pml_vmf.evaluation import plot_benchmark, plot_tuning_curves
 from pml_vmf.training import LOSSES, ConfigError
-from pml_vmf.training.engine import multiprocess_without_cuda
+from pml_vmf.training.builders import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
     PlannedRun,
     final_rows,

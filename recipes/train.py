@@ -6,10 +6,12 @@ Any config key can be overridden after the options: ``loss.name=multi_similarity
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
-from pml_vmf.training import RecipeRun, load_config
+from pml_vmf.data import UnreadableImageError
+from pml_vmf.training import NonFiniteLossError, RecipeRun, TrainingInterrupted, load_config
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -28,22 +30,33 @@ def main(argv: list) -> int:
         overrides.append(f"data.root={args.data_root}")
     if args.resume is not None:
         run_dir = Path(args.resume)
-        # The run's own resolved config; name and folder follow the folder passed, wherever it was moved to.
+        # The run's own resolved config; name and folder follow the folder passed, wherever it was moved to. A
+        # resumed run trains to its end unless this command asks it to stop again.
         config_path = run_dir / "config.yaml"
-        overrides += [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
+        overrides = ["train.stop_after_epoch=null", *overrides, f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
     elif args.config is None:
         print("train.py: pass --config FILE (or --resume RUN_DIR).", file=sys.stderr)
         return 2
     else:
         config_path = Path(args.config)
-    try:
+    try:  # mistakes in the config, the dataset or the run folder: one line that says what to fix
         config = load_config(config_path, overrides)
         run = RecipeRun(config, resume=args.resume is not None)
-        metrics = run.fit()
-        run.accelerator.end_training()
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError is a ValueError
         print(f"train.py: {error}", file=sys.stderr)
         return 2
+    try:
+        metrics = run.fit()
+    except TrainingInterrupted as stop:
+        print(f"train.py: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except (NonFiniteLossError, UnreadableImageError) as error:
+        # A DataLoader worker's error arrives with the worker's traceback in its message: keep its last line.
+        message = re.sub(r"^[\w.]+Error: ", "", str(error).strip().splitlines()[-1])
+        print(f"train.py: {message}", file=sys.stderr)
+        return 3
+    finally:
+        run.accelerator.end_training()
     if metrics:
         print_metrics(metrics, Path(config.run.output_dir) / config.run.name)
     return 0

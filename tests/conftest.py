@@ -29,6 +29,17 @@ def report():
     return _REPORTED.append
 
 
+def pytest_sessionfinish(session) -> None:
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: hand the lines to the controller
+        session.config.workeroutput["reported"] = list(_REPORTED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist's controller collects what each worker reported (a hook only called under xdist)."""
+    _REPORTED.extend(getattr(node, "workeroutput", {}).get("reported", []))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if _REPORTED:
         terminalreporter.section("measured by the tests")
@@ -50,3 +61,25 @@ def digits_folder(tmp_path_factory) -> "os.PathLike":
         (root / str(label)).mkdir(exist_ok=True)
         Image.fromarray(image).save(root / str(label) / f"{n:04d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(digits_folder, tmp_path_factory) -> "os.PathLike":
+    """Digits for SHORT_RUN's 3 epochs of 4 steps with TensorBoard on: the run that stopped-and-resumed runs must
+    reproduce, and whose logs the logging tests read. Trained once per session, also under pytest-xdist: the first
+    worker to need it trains it in the temporary folder the workers share, the others wait for it."""
+    from filelock import FileLock
+
+    from tests.recipe_runs import DIGITS_CONFIG, SHORT_RUN, run_train_script
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' base folders are siblings
+    out = shared / "uninterrupted"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "through" / "metrics.json").is_file():
+            run_train_script(
+                "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={out}", *SHORT_RUN,
+                "run.name=through", "run.trackers=[tensorboard]",
+            )  # fmt: skip
+    return out / "through"

@@ -13,16 +13,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_launch(script: Path, *args: str, num_processes: int = 2, timeout: float = 300) -> str:
-    """Runs ``script`` on ``num_processes`` CPU processes and returns its output; fails loudly on a non-zero exit."""
-    command = [
+def accelerate_launch_command(script: Path, *args: str, num_processes: int = 2) -> list:
+    """The ``accelerate launch`` command line of :func:`accelerate_launch`."""
+    return [
         sys.executable, "-m", "accelerate.commands.launch",
         *(["--multi_gpu"] if num_processes > 1 else ["--cpu"]), "--num_processes", str(num_processes), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(script), *args,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def child_environment() -> dict:
+    """One CPU thread per process, hub offline, no GPU."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def accelerate_launch(script: Path, *args: str, num_processes: int = 2, timeout: float = 300) -> str:
+    """Runs ``script`` on ``num_processes`` CPU processes and returns its output; fails loudly on a non-zero exit."""
+    command = accelerate_launch_command(script, *args, num_processes=num_processes)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=child_environment())
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited with {completed.returncode}:\n{output[-6000:]}")

@@ -1,19 +1,22 @@
 """Helpers that run recipes/train.py on the digits image folder with a tiny timm backbone."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.multiprocess import child_environment
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "recipes" / "train.py"
 DIGITS_CONFIG = REPO / "tests" / "configs" / "digits.yaml"
+SHORT_RUN = ("train.epochs=3", "train.max_steps_per_epoch=4")  # digits: 12 steps, a few seconds of training
 
 
 def run_script(script: Path, *args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python SCRIPT ARGS`` in a fresh process, one CPU thread, hub offline."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    completed = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=child_environment(), cwd=REPO
+    )
     if expect_success and completed.returncode != 0:
         raise AssertionError(f"{script.name} {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}")
     return completed

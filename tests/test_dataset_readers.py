@@ -174,3 +174,73 @@ def test_validation_holds_out_whole_training_classes_by_default(tmp_path):
     train_dirs = {Path(p).parent.name for p in splits.train.images}
     assert not train_dirs & {Path(p).parent.name for p in splits.val.images}
     assert splits.train.labels.max() == 7 and splits.val.labels.max() == 1  # both remapped to 0..C-1
+
+
+def test_closed_set_matches_test_classes_to_training_classes_by_name(tmp_path):
+    """train/ has bee, cat; test/ has ant, bee. Compared by id after remapping, test's ant (0) and bee (1) looked like
+    train's bee (0) and cat (1), so the check passed and test images were scored against the wrong means."""
+    for split, names in (("train", ("bee", "cat")), ("test", ("ant", "bee"))):
+        for name in names:
+            for n in range(2):
+                _image(tmp_path / split / name / f"{n}.png")
+    with pytest.raises(ValueError, match=r"1 class\(es\) the training images do not: 'ant'"):
+        _load("image_folder", tmp_path, protocol="closed_set")
+
+
+def test_closed_set_test_labels_follow_the_training_class_names(tmp_path):
+    for split, names in (("train", ("ant", "bee", "cat")), ("test", ("bee", "cat"))):
+        for name in names:
+            for n in range(2):
+                _image(tmp_path / split / name / f"{n}.png")
+    splits = _load("image_folder", tmp_path, protocol="closed_set")
+    assert splits.train.class_names == splits.query.class_names == ["ant", "bee", "cat"]
+    for path, label in zip(splits.query.images, splits.query.labels):
+        assert splits.train.class_names[label] == Path(path).parent.name
+
+
+def test_image_folder_from_the_wild_skips_what_it_cannot_use_and_names_it(tmp_path):
+    for n in range(3):
+        _image(tmp_path / "ant" / f"{n}.png")
+    _image(tmp_path / "ant" / "more" / "deeper" / "nested.png")  # nested folders are part of their class
+    _image(tmp_path / "bee" / "UPPER.PNG")  # upper-case extension; bee then has a single image
+    (tmp_path / "ant" / "notes.txt").write_text("not an image")
+    (tmp_path / "ant" / ".DS_Store").write_bytes(b"\0\1\2")
+    (tmp_path / "ant" / "corrupt.jpg").write_bytes(b"this is not a jpeg at all")
+    truncated = tmp_path / "ant" / "truncated.png"
+    _image(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    (tmp_path / "cat").mkdir()  # an empty class folder
+    (tmp_path / "loose.png").write_bytes(b"")  # outside any class folder
+    from pml_vmf.data.image_folder import read_class_tree
+
+    with pytest.warns(UserWarning) as caught:
+        images, names = read_class_tree(tmp_path)
+    messages = "\n".join(str(w.message) for w in caught)
+    for expected in ("notes.txt", ".DS_Store", "corrupt.jpg", "truncated.png", f"{tmp_path / 'cat'}", "loose.png", "single image (bee)"):
+        assert expected in messages, expected
+    assert sorted(Path(p).name for p in images.images) == ["0.png", "1.png", "2.png", "UPPER.PNG", "nested.png"]
+    assert names == ["ant", "bee", "cat"] and sorted(images.labels.tolist()) == [0, 0, 0, 0, 1]
+
+
+def test_an_image_damaged_past_its_header_is_named_when_loaded_even_in_a_worker(tmp_path):
+    import torch
+
+    from pml_vmf.data import LabelledImages, UnreadableImageError
+
+    path = tmp_path / "ant" / "cut.jpg"
+    path.parent.mkdir()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[:-300])  # a truncated download: the header is intact
+    dataset = ImageDataset(LabelledImages([path], np.array([0])))
+    with pytest.raises(UnreadableImageError, match="cut.jpg"):
+        dataset[0]
+    loader = torch.utils.data.DataLoader(dataset, num_workers=1)
+    with pytest.raises(UnreadableImageError, match="cut.jpg"):
+        next(iter(loader))
+
+
+def test_an_image_folder_with_nothing_readable_is_an_error(tmp_path):
+    (tmp_path / "ant").mkdir()
+    (tmp_path / "ant" / "a.txt").write_text("x")
+    with pytest.warns(UserWarning), pytest.raises(DatasetNotFoundError, match="No readable images"):
+        _load("image_folder", tmp_path)

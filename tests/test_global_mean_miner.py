@@ -238,3 +238,24 @@ def test_int32_labels_from_numpy_in_a_full_pass(device):
     found = compute_class_means(model, [(embeddings, int32_labels)], NUM_CLASSES)
     expected = compute_class_means(model, [(embeddings, labels)], NUM_CLASSES)
     torch.testing.assert_close(found.means, expected.means, atol=0, rtol=0)
+
+
+def test_states_of_several_processes_combine_into_one_that_publishes_the_same_means(device):
+    """Resuming on another number of processes: the first process takes every process's sums, the others none."""
+    batches = _batches(device)
+    halves = []
+    for part in (batches[:2], batches[2:]):
+        loss_func = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).to(device)
+        miner = GlobalMeanMiner(loss_func, update_every=None, seed_missing_means=False)
+        for embeddings, labels in part:
+            miner(embeddings, labels)
+        halves.append({k: v.cpu() if torch.is_tensor(v) else v for k, v in miner.state_dict().items()})
+    first = GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).to(device), update_every=None)
+    first.load_state_dict(GlobalMeanMiner.combine_process_states(halves, is_first=True))
+    other = GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).to(device), update_every=None)
+    other.load_state_dict(GlobalMeanMiner.combine_process_states(halves, is_first=False))
+    assert other.class_counts.sum() == 0 and other.class_sums.abs().sum() == 0
+    expected, counts, _ = _numpy_means(batches)
+    estimate = first.update_means()
+    np.testing.assert_allclose(estimate.means.cpu().numpy(), expected, atol=1e-6)
+    assert estimate.counts.cpu().tolist() == counts.tolist()

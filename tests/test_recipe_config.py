@@ -126,7 +126,7 @@ def test_defaults_are_the_documented_dataclass():
 
 
 def test_head_warmup_holds_the_backbone_learning_rate_at_zero_then_follows_the_cosine():
-    from pml_vmf.training.engine import _lr_lambdas
+    from pml_vmf.training.builders import lr_lambdas as _lr_lambdas
 
     backbone, head = _lr_lambdas(2, total_steps=100, head_warmup_steps=10, cosine=True)
     assert [backbone(s) for s in (0, 9)] == [0.0, 0.0] and backbone(10) == head(10) > 0.9
@@ -205,3 +205,19 @@ def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch(
     training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
     training_loss.end_epoch()
     torch.testing.assert_close(training_loss.loss.means, seeded)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
+        (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
+        (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
+        (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
+    ],
+)
+def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(overrides, message):
+    from pml_vmf.training.builders import check_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config(None, overrides))

@@ -42,24 +42,6 @@ def test_train_script_under_accelerate_launch_beats_the_untrained_backbone(digit
 
 
 @pytest.mark.slow
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(digits_folder, tmp_path):
-    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", "train.epochs=2"]
-    run_train_script(*common, "run.name=through")
-    stopped = run_train_script(*common, "run.name=resumed", "train.stop_after_epoch=1")
-    assert "--resume" in stopped.stdout + stopped.stderr
-    assert not (tmp_path / "resumed" / "metrics.json").exists()
-    run_train_script("--resume", str(tmp_path / "resumed"))
-    through, resumed = _metrics(tmp_path / "through"), _metrics(tmp_path / "resumed")
-    assert through == pytest.approx(resumed, abs=1e-6)
-    models = [torch.load(tmp_path / name / "embedding_model.pt", weights_only=False) for name in ("through", "resumed")]
-    for key, value in models[0]["state_dict"].items():
-        torch.testing.assert_close(models[1]["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
-    torch.testing.assert_close(models[1]["class_means"], models[0]["class_means"], atol=1e-6, rtol=0)
-    logs = [(tmp_path / name / "metrics.jsonl").read_text().splitlines() for name in ("through", "resumed")]
-    assert len(logs[0]) == len(logs[1]) == 3
-
-
-@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("loss_name", ["vmf", "contrastive", "normalized_softmax"])
 def test_two_processes_train_the_same_parameters_as_one(loss_name, digits_folder, tmp_path):

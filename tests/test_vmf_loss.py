@@ -231,3 +231,30 @@ def test_non_cosine_distance_is_a_value_error(distance):
 def test_cosine_distances_are_accepted():
     VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, distance=distances.CosineSimilarity())
     VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, distance=distances.DotProductSimilarity())
+
+
+def test_warns_once_when_nothing_updates_the_means():
+    """A user who swapped in VMFLoss but kept the old miner trains against means that never move."""
+    from pytorch_metric_learning.miners import TripletMarginMiner
+
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, stale_means_warning_steps=5)
+    vmf.means.copy_(F.normalize(torch.randn(NUM_CLASSES, EMBEDDING_SIZE), dim=1))
+    old_miner = TripletMarginMiner()
+    embeddings, labels = _batch(torch.float32, torch.device("cpu"))
+    with pytest.warns(RuntimeWarning, match="GlobalMeanMiner") as caught:
+        for _ in range(12):
+            vmf(embeddings, labels, old_miner(embeddings, labels))
+    assert len(caught) == 1
+
+
+def test_no_stale_means_warning_while_the_miner_updates_them(recwarn):
+    from pml_vmf import GlobalMeanMiner
+
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, stale_means_warning_steps=5)
+    miner = GlobalMeanMiner(vmf, update_every=3)
+    assert vmf.stale_means_warning_steps == 60  # 20 x update_every: the means change every 3 calls
+    embeddings, labels = _batch(torch.float32, torch.device("cpu"))
+    for _ in range(100):
+        vmf(embeddings, labels, miner(embeddings, labels))
+    assert not [w for w in recwarn if "never changed" in str(w.message)]
+    assert GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE), update_every=None).loss.stale_means_warning_steps is None

@@ -2,7 +2,7 @@
 
 from .dataset_files import DatasetNotFoundError
 from .fashion_mnist import read_fashion_mnist
-from .image_dataset import ImageDataset, load_rgb
+from .image_dataset import ImageDataset, UnreadableImageError, load_rgb
 from .labelled_images import LabelledImages, RetrievalSplits, class_disjoint_halves, hold_out_validation
 from .protocols import PROTOCOL_COUNTS, READERS, load_protocol
 from .sampler import MPerClassBatchSampler
@@ -16,6 +16,7 @@ __all__ = [
     "PROTOCOL_COUNTS",
     "READERS",
     "RetrievalSplits",
+    "UnreadableImageError",
     "build_transforms",
     "class_disjoint_halves",
     "hold_out_validation",

@@ -11,6 +11,9 @@ import numpy as np
 from .dataset_files import DatasetNotFoundError
 from .labelled_images import LabelledImages
 
+# Label i of the IDX files (Xiao, Rasul & Vollgraf 2017).
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
 # Where Debian's `dataset-fashion-mnist` package puts the files.
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -56,4 +59,7 @@ def read_fashion_mnist(root: Optional[Path] = None, download: bool = True) -> di
         for train in (True, False):
             torchvision.datasets.FashionMNIST(str(folder), train=train, download=True)
         return read_fashion_mnist(folder, download=False)
-    return {split: LabelledImages(read_idx(images), read_idx(labels)) for split, (images, labels) in paths.items()}
+    return {
+        split: LabelledImages(read_idx(images), read_idx(labels), class_names=list(CLASS_NAMES))
+        for split, (images, labels) in paths.items()
+    }

@@ -12,6 +12,10 @@ from PIL import Image
 from .labelled_images import LabelledImages
 
 
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded (truncated, corrupt); the message names the file."""
+
+
 def rgb_on_white(image: Image.Image) -> Image.Image:
     """``image`` as RGB, anything transparent (RGBA, LA, palette) composited onto a white background."""
     if image.mode in ("RGBA", "LA", "P"):
@@ -26,8 +30,14 @@ def load_rgb(images: LabelledImages, index: int) -> Image.Image:
     source = images.images
     if isinstance(source, np.ndarray):
         return rgb_on_white(Image.fromarray(source[index]))
-    with Image.open(source[index]) as opened:
-        return rgb_on_white(opened)
+    try:
+        with Image.open(source[index]) as opened:
+            return rgb_on_white(opened)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for truncated or corrupt files
+        raise UnreadableImageError(
+            f"Cannot read image {source[index]} ({type(error).__name__}: {error}). Replace or delete the file; "
+            "image folders skip unreadable files when they are listed, but this one was damaged past its header."
+        ) from error
 
 
 class ImageDataset(torch.utils.data.Dataset):

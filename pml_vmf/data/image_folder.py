@@ -1,37 +1,95 @@
-"""A generic image-folder dataset: root/train/<class>/<image> and root/test/<class>/<image>, or one tree."""
+"""A generic image-folder dataset: root/train/<class>/<image> and root/test/<class>/<image>, or one tree.
+
+Folders from the wild hold more than images. Files are found at any depth under a class folder, with extensions in
+any case; whatever cannot be used is skipped with a warning that names it: files that are not images (by extension),
+images whose header PIL cannot read, class folders with no usable image, files outside any class folder. An image
+that is damaged past its header (a truncated JPEG) is reported by name when it is first loaded
+(:class:`~pml_vmf.data.UnreadableImageError`).
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 
 from .dataset_files import DatasetNotFoundError
 from .labelled_images import LabelledImages
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SHOWN = 5  # files named per warning
+
+
+def _header_error(path: Path) -> Optional[str]:
+    """Why PIL cannot read ``path``'s header, or None when it can (``verify`` checks PNG chunks fully, JPEGs less)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for damaged files: UnidentifiedImageError, SyntaxError, ...
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _warn_skipped(root: Path, what: str, paths: list) -> None:
+    if not paths:
+        return
+    shown = "; ".join(str(p) for p in paths[:SHOWN]) + (f"; and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+    warnings.warn(f"Image folder {root}: skipped {len(paths)} {what}: {shown}", UserWarning, stacklevel=3)
 
 
 def read_class_tree(root: Path, class_names: Optional[list] = None) -> tuple:
-    """Every image under ``root/<class>/``, labelled by the index of its class in sorted order.
+    """Every readable image under ``root/<class>/`` (at any depth), labelled by the index of its class in
+    ``class_names`` (default: the class folders in sorted order).
 
     Returns:
-        ``(images, class_names)``.
+        ``(images, class_names)``; ``images.class_names`` is ``class_names``.
+
+    Raises:
+        DatasetNotFoundError: when ``root`` does not exist or holds no readable image in a class folder.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(f"Image folder {root} does not exist: expected {root}/<class>/<image> files.")
     if class_names is None:
-        class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
+        class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     paths, labels = [], []
+    not_images, unreadable, empty, single = [], [], [], []
     for label, name in enumerate(class_names):
-        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        paths += files
-        labels += [label] * len(files)
+        found = 0
+        for path in sorted(p for p in (root / name).rglob("*") if p.is_file()):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                not_images.append(path)
+            elif (reason := _header_error(path)) is not None:
+                unreadable.append(f"{path} ({reason})")
+            else:
+                paths.append(path)
+                labels.append(label)
+                found += 1
+        if found == 0 and (root / name).is_dir():
+            empty.append(root / name)
+        elif found == 1:
+            single.append(root / name)
+    _warn_skipped(root, f"file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}, any case)", not_images)
+    _warn_skipped(root, "image(s) PIL cannot read", unreadable)
+    _warn_skipped(root, "class folder(s) with no readable image", empty)
+    _warn_skipped(root, "file(s) outside any class folder (expected root/<class>/<image>)", sorted(p for p in root.iterdir() if p.is_file()))
+    if single:
+        shown = ", ".join(p.name for p in single[:SHOWN]) + (" ..." if len(single) > SHOWN else "")
+        warnings.warn(
+            f"Image folder {root}: {len(single)} class(es) have a single image ({shown}). Training draws it repeatedly "
+            "for its m samples per class, and as a query it has no same-class result, so retrieval metrics leave it out.",
+            UserWarning,
+            stacklevel=2,
+        )
     if not paths:
-        raise DatasetNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}/<class>/.")
-    return LabelledImages(paths, np.array(labels)), class_names
+        raise DatasetNotFoundError(
+            f"No readable images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}/<class>/: an image folder holds one "
+            "sub-folder per class with its images inside."
+        )
+    return LabelledImages(paths, np.array(labels), list(class_names)), list(class_names)
 
 
 def read_image_folder(root: Path) -> dict:
@@ -41,6 +99,6 @@ def read_image_folder(root: Path) -> dict:
     """
     root = Path(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        names = sorted({p.name for split in ("train", "test") for p in (root / split).iterdir() if p.is_dir()})
+        names = sorted({p.name for split in ("train", "test") for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")})
         return {split: read_class_tree(root / split, names)[0] for split in ("train", "test")}
     return {"all": read_class_tree(root)[0]}

@@ -19,15 +19,20 @@ class LabelledImages:
     Attributes:
         images: file paths, or a uint8 array of shape ``(N, H, W)`` or ``(N, H, W, C)``.
         labels: ``(N,)`` int64 class labels.
+        class_names: the name of each label (``class_names[label]``), where the dataset names its classes; None
+            otherwise. Kept through subsets and remapping, so that two splits can be matched class by class.
     """
 
     images: ImageSource
     labels: np.ndarray
+    class_names: Optional[list] = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels: they must pair one to one.")
+        if self.class_names is not None and len(self.labels) and self.labels.max() >= len(self.class_names):
+            raise ValueError(f"label {self.labels.max()} has no name: {len(self.class_names)} class names given.")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,7 +47,7 @@ class LabelledImages:
             images: ImageSource = self.images[indices]
         else:
             images = [self.images[i] for i in indices]
-        return LabelledImages(images, self.labels[indices])
+        return LabelledImages(images, self.labels[indices], self.class_names)
 
     def with_classes(self, classes: Sequence[int]) -> "LabelledImages":
         """The images whose label is in ``classes``, in their original order."""
@@ -50,8 +55,30 @@ class LabelledImages:
 
     def remapped(self) -> "LabelledImages":
         """The same images with labels renumbered 0..C-1 in sorted order, as classification-style losses need."""
-        _, dense = np.unique(self.labels, return_inverse=True)
-        return LabelledImages(self.images, dense.reshape(-1))
+        present, dense = np.unique(self.labels, return_inverse=True)
+        names = [self.class_names[c] for c in present] if self.class_names is not None else None
+        return LabelledImages(self.images, dense.reshape(-1), names)
+
+    def labelled_as(self, train: "LabelledImages") -> "LabelledImages":
+        """These images with the labels ``train`` gives the same class names, for a closed-set test split.
+
+        Raises:
+            ValueError: naming the classes ``train`` does not have, or when either split has no class names.
+        """
+        if self.class_names is None or train.class_names is None:
+            raise ValueError("A closed-set protocol matches test classes to training classes by name; this dataset has no class names.")
+        index = {name: label for label, name in enumerate(train.class_names)}
+        names = [self.class_names[c] for c in np.unique(self.labels)]
+        missing = [name for name in names if name not in index]
+        if missing:
+            shown = ", ".join(map(repr, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise ValueError(
+                f"closed_set protocol: the test images have {len(missing)} class(es) the training images do not: "
+                f"{shown}. Every test class needs training images (add them to train/), or use "
+                "data.protocol=class_disjoint."
+            )
+        to_train = np.array([index.get(name, -1) for name in self.class_names])
+        return LabelledImages(self.images, to_train[self.labels], list(train.class_names))
 
     def at_most_per_class(self, limit: Optional[int]) -> "LabelledImages":
         """The first ``limit`` images of each class (all when ``limit`` is None), for quick runs."""

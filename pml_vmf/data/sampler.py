@@ -50,12 +50,15 @@ class MPerClassBatchSampler(torch.utils.data.Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start_batch = 0
         self.members = [np.flatnonzero(self.labels == c) for c in self.classes]
         # Enough batches that every image is seen about once per epoch.
         self.num_batches = max(1, len(self.labels) // batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Selects the epoch's batches; ``start_batch`` skips the first ones, to resume a run mid-epoch."""
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "seed": self.seed}
@@ -86,6 +89,6 @@ class MPerClassBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list]:
         part = self.batch_size // self.world_size
-        for batch in self.global_batches():
+        for batch in self.global_batches()[self.start_batch :]:
             local = batch[self.rank * part : (self.rank + 1) * part]
             yield [(int(index), int(seed)) for index, seed in local]

@@ -9,31 +9,59 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-CURVE_METRICS = ("mean_average_precision_at_r", "precision_at_1", "r_precision", "recall_at_1")
+CURVE_METRICS = ("mean_average_precision_at_r", "precision_at_1", "r_precision")
+# Equal by definition (the nearest neighbour is of the query's class): one line, both names.
+SAME_AS = {"precision_at_1": "recall_at_1"}
 
 
-def plot_training_curves(records: Sequence[dict], path: Path) -> Path:
-    """Training loss and validation metrics per epoch, from the lines of ``metrics.jsonl``."""
-    epochs = [r for r in records if r.get("split") == "val" or "train_loss" in r]
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` values (fewer at the start), as loss curves are usually shown."""
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def training_curves_figure(records: Sequence[dict], steps: Sequence[dict] = ()) -> "plt.Figure":
+    """The figure of :func:`plot_training_curves`: training loss per step (raw and smoothed; per epoch without
+    step records) and the validation metrics, both against the epoch."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    with_loss = [r for r in epochs if r.get("train_loss") is not None]
-    loss_ax.plot([r["epoch"] for r in with_loss], [r["train_loss"] for r in with_loss], marker="o")
+    if steps:
+        per_epoch = max(s["step"] for s in steps)  # steps of a full epoch
+        x = [s["epoch"] + s["step"] / per_epoch for s in steps]
+        losses = [s["loss"] for s in steps]
+        window = max(1, min(50, len(steps) // 10))
+        loss_ax.plot(x, losses, alpha=0.25, linewidth=0.8, color="C0", label="per step")
+        loss_ax.plot(x, smooth(losses, window), color="C0", label=f"moving average of {window}")
+        loss_ax.legend(fontsize=8)
+    else:
+        with_loss = [r for r in records if r.get("train_loss") is not None]
+        loss_ax.plot([r["epoch"] + 1 for r in with_loss], [r["train_loss"] for r in with_loss], marker="o")
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
     val = [r for r in records if r.get("split") == "val"]
     for name in CURVE_METRICS:
-        points = [(r["epoch"], r[name]) for r in val if name in r]
+        points = [(r["epoch"] + 1, r[name]) for r in val if name in r]
         if points:
-            metric_ax.plot(*zip(*points), marker="o", label=name)
-    metric_ax.set(xlabel="epoch", ylabel="value", title="Validation metrics", ylim=(0, 1))
+            label = f"{name} = {SAME_AS[name]}" if name in SAME_AS and any(SAME_AS[name] in r for r in val) else name
+            metric_ax.plot(*zip(*points), marker="o", label=label)
+    metric_ax.set(xlabel="epoch", ylabel="value", title="Validation metrics (after each epoch)", ylim=(0, 1))
     if metric_ax.lines:
         metric_ax.legend(fontsize=8)
     for ax in (loss_ax, metric_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(records: Sequence[dict], path: Path, steps: Sequence[dict] = ()) -> Path:
+    """Writes :func:`training_curves_figure` of ``metrics.jsonl``'s records and ``train_steps.jsonl``'s steps."""
+    fig = training_curves_figure(records, steps)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

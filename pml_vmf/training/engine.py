@@ -1,22 +1,24 @@
-"""The training engine behind recipes/train.py: one function that trains, validates, checkpoints and tests."""
+"""The training engine behind recipes/train.py: one class that trains, validates, checkpoints and tests.
+
+Its pieces (accelerator, data, model, loss, optimizer, scheduler) are built by the functions of
+:mod:`pml_vmf.training.builders`; this module holds what happens with them: the training step, the epoch, stopping
+and resuming, evaluation and the files a run writes.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..class_means import compute_class_means
-from ..data import ImageDataset, MPerClassBatchSampler, RetrievalSplits, build_transforms, load_protocol, load_rgb
+from ..class_means import ClassMeanEstimate, compute_class_means
+from ..data import RetrievalSplits, build_transforms, load_rgb
 from ..evaluation import (
     build_accuracy_calculator,
     embed_dataset,
@@ -26,10 +28,24 @@ from ..evaluation import (
     predict_with_loss,
     retrieval_metrics,
 )
+from .builders import (
+    build_accelerator,
+    build_loader,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_sampler,
+    build_scheduler,
+    build_splits,
+    check_config,
+)
 from .checkpoints import CheckpointKeeper
-from .config import ConfigError, RecipeConfig, save_config
-from .losses import LOSSES, TrainingLoss, build_training_loss
-from .model import EmbeddingModel, create_embedding_model
+from .config import RecipeConfig, save_config
+from .export import export_embedding_model
+from .interruptions import NonFiniteLossError, StopSignals, TrainingInterrupted
+from .losses import TrainingLoss
+from .memory import peak_memory_mb, reset_peak_memory
+from .model import EmbeddingModel
 from .run_folder import RunFolder
 
 SELECTION_METRIC = "mean_average_precision_at_r"
@@ -37,77 +53,65 @@ SELECTION_METRIC = "mean_average_precision_at_r"
 
 @dataclass
 class TrainingProgress:
-    """What a resumed run needs besides the states accelerate saves: the next epoch and the best validation score."""
+    """Where a run stands, checkpointed with it so that a resumed run continues exactly, mid-epoch included.
+
+    Attributes:
+        epoch: the epoch being trained (the next one, between epochs).
+        step: the steps of ``epoch`` already taken.
+        global_step: the steps taken since the start.
+        loss_sum, loss_steps: the running sum of this epoch's training loss and its number of steps.
+        best_score, best_epoch: the best validation score so far and its epoch.
+    """
 
     epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    loss_sum: float = 0.0
+    loss_steps: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+        if "step" not in state:  # written by 0.1.0.dev0 after a finished epoch, which `epoch` then named
+            state = {**state, "epoch": state["epoch"] + 1}
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.step, self.loss_sum, self.loss_steps = epoch, 0, 0.0, 0
 
 
-def multiprocess_without_cuda() -> bool:
-    """Whether accelerate must be told ``cpu=True``: several processes (``accelerate launch --multi_gpu`` on a CPU
-    machine) run as gloo MULTI_CPU only then; accelerate would otherwise start unconnected single processes. Pass
-    it to the first ``Accelerator`` or ``PartialState`` of a process: they share one state."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Starts a new peak-memory window: CUDA's allocator peak, or the process's peak RSS (Linux's VmHWM)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
-    except OSError:
-        pass  # elsewhere the peak is the process's since it started
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """The peak since :func:`reset_peak_memory`: CUDA memory allocated, or resident memory of this process."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux and BSD report KiB
-
-
-def _lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine: bool) -> list:
-    def decay(step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))) if cosine else 1.0
-
-    def backbone(step: int) -> float:
-        return 0.0 if step < head_warmup_steps else decay(step)
-
-    return [backbone] + [decay] * (num_groups - 1)
+def summarise_estimate(estimate: ClassMeanEstimate, prefix: str = "vmf/") -> dict:
+    """Mean, min and max over classes of the mean resultant length and concentration of a vMF mean estimate
+    (classes with no sample, or whose samples coincide, are left out of the concentration)."""
+    summary = {}
+    for name, values in (("resultant_length", estimate.resultant_lengths), ("concentration", estimate.concentrations)):
+        finite = values[torch.isfinite(values)].double()
+        if finite.numel():
+            summary.update({f"{prefix}{name}_mean": finite.mean().item(), f"{prefix}{name}_min": finite.min().item(), f"{prefix}{name}_max": finite.max().item()})
+    return summary
 
 
 class RecipeRun:
     """One training run of a recipe config, on however many processes ``accelerate launch`` started.
 
+    SIGTERM or SIGINT (a cluster preempting the job, Ctrl-C) stops it after the current step with a mid-epoch
+    checkpoint, from which ``--resume`` continues to the same end as a run that was never stopped. A NaN or inf
+    training loss stops it before the step is applied, keeping the checkpoints as they were.
+
     Args:
         config: the resolved config.
-        resume: a run folder to continue from its last checkpoint; its saved config is ``config``.
+        resume: continue the run folder's last checkpoint; its saved config is ``config``.
     """
 
     def __init__(self, config: RecipeConfig, resume: bool = False) -> None:
-        self.config = config
-        c = config
-        self.accelerator = Accelerator(
-            cpu=multiprocess_without_cuda(),
-            mixed_precision="no" if c.run.mixed_precision is False else c.run.mixed_precision,  # YAML reads `no` as false
-            log_with=c.run.trackers or None,
-            project_dir=str(Path(c.run.output_dir) / c.run.name),
-        )
+        self.config = c = config
+        check_config(c)
+        self.accelerator = build_accelerator(c)
+        self.device = self.accelerator.device
         self.run = RunFolder(Path(c.run.output_dir) / c.run.name)
         if not resume and self.run.holds_a_run():
             raise FileExistsError(
@@ -115,97 +119,44 @@ class RecipeRun:
                 "run.name; nothing was overwritten."
             )
         set_seed(c.run.seed)
-        self.device = self.accelerator.device
-        self.splits: RetrievalSplits = load_protocol(
-            c.data.dataset,
-            c.data.root,
-            protocol=c.data.protocol,
-            val_fraction=c.data.val_fraction,
-            val_by=c.data.val_by,
-            check_protocol=c.data.check_protocol,
-            max_images_per_class=c.data.max_images_per_class,
-            seed=c.run.seed,
-        )
+        self.splits: RetrievalSplits = build_splits(c)
         self.num_classes = int(self.splits.train.labels.max()) + 1
-        model = create_embedding_model(
-            c.model.backbone,
-            c.model.embedding_size,
-            pretrained=c.model.pretrained,
-            pretrained_file=c.model.pretrained_file,
-            freeze_batchnorm=c.model.freeze_batchnorm,
-        )
+        model = build_model(c)
         train_transform, self.eval_transform = build_transforms(
-            model.backbone, c.data.image_size, train_scale=tuple(c.data.train_scale), hflip=c.data.hflip, color_jitter=c.data.color_jitter,
-            mean=c.data.mean, std=c.data.std,
-        )
-        self.sampler = MPerClassBatchSampler(
-            self.splits.train.labels,
-            c.train.batch_size,
-            c.train.samples_per_class,
-            seed=c.run.seed,
-            rank=self.accelerator.process_index,
-            world_size=self.accelerator.num_processes,
-        )
-        self.train_loader = torch.utils.data.DataLoader(
-            ImageDataset(self.splits.train, train_transform),
-            batch_sampler=self.sampler,
-            num_workers=c.data.num_workers,
-            persistent_workers=c.data.num_workers > 0,
-        )
-        self.loss: TrainingLoss = build_training_loss(
-            c.loss.name,
-            self.num_classes,
-            c.model.embedding_size,
-            params=_per_loss(c.loss.params, "loss.params", c.loss.name),
-            miner_params=_per_loss(c.loss.miner_params, "loss.miner_params", c.loss.name),
-            use_miner=not (c.loss.name == "vmf" and c.loss.mean_update == "full_pass"),
-            distributed=self.accelerator.num_processes > 1,
-        )
-        if c.loss.mean_update not in ("miner", "full_pass"):
-            raise ConfigError(f"loss.mean_update must be miner or full_pass, got {c.loss.mean_update!r}.")
-        self.loss.loss.to(self.device)
-        if self.loss.miner is not None:
-            self.loss.miner.to(self.device)
-        groups = [
-            {"params": list(model.backbone.parameters()), "lr": c.optim.lr},
-            {"params": list(model.head.parameters()), "lr": c.optim.lr},
-        ]
-        if self.loss.parameters():
-            groups.append({"params": self.loss.parameters(), "lr": c.optim.loss_lr})
-        if c.optim.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, weight_decay=c.optim.weight_decay)
-        elif c.optim.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=c.optim.weight_decay)
-        else:
-            raise ConfigError(f"optim.optimizer must be adamw or sgd, got {c.optim.optimizer!r}.")
-        steps_per_epoch = self.steps_per_epoch
-        if c.optim.scheduler not in ("cosine", "constant"):
-            raise ConfigError(f"optim.scheduler must be cosine or constant, got {c.optim.scheduler!r}.")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            _lr_lambdas(len(groups), c.train.epochs * steps_per_epoch, c.optim.head_warmup_epochs * steps_per_epoch, c.optim.scheduler == "cosine"),
-        )
-        self.eval_loaders = {name: self._eval_loader(images) for name, images in self._eval_sets().items()}
+            model.backbone, c.data.image_size, train_scale=tuple(c.data.train_scale), hflip=c.data.hflip,
+            color_jitter=c.data.color_jitter, mean=c.data.mean, std=c.data.std,
+        )  # fmt: skip
+        self.sampler = build_sampler(c, self.splits.train.labels, self.accelerator)
+        self.train_loader = build_loader(c, self.splits.train, train_transform, batch_sampler=self.sampler)
+        self.loss: TrainingLoss = build_loss(c, self.num_classes, self.accelerator)
+        optimizer = build_optimizer(c, model, self.loss)
+        self.scheduler = build_scheduler(c, optimizer, self.steps_per_epoch)
+        eval_loaders = {
+            name: build_loader(c, images, self.eval_transform, batch_size=c.eval.batch_size)
+            for name, images in self._eval_sets().items()
+        }
         # The train loader shards itself (MPerClassBatchSampler); the scheduler steps once per global step, so
         # neither goes through prepare(), which would shard or step them per process.
-        self.model, self.optimizer, *loaders = self.accelerator.prepare(model, optimizer, *self.eval_loaders.values())
-        self.eval_loaders = dict(zip(self.eval_loaders, loaders))
+        self.model, self.optimizer, *loaders = self.accelerator.prepare(model, optimizer, *eval_loaders.values())
+        self.eval_loaders = dict(zip(eval_loaders, loaders))
         self.progress = TrainingProgress()
         self.embeddings: dict = {}  # the last embeddings of each evaluated split, for the plots
-        checkpointed = [self.scheduler, self.loss.loss, self.sampler, self.progress]
-        if self.loss.miner is not None:
-            checkpointed.append(self.loss.miner)
-        self.accelerator.register_for_checkpointing(*checkpointed)
-        self.checkpoints = CheckpointKeeper(self.accelerator, self.run.checkpoints)
+        self.mean_estimate: Optional[ClassMeanEstimate] = None  # the vMF means' latest full-pass estimate
+        self.accelerator.register_for_checkpointing(self.scheduler, self.loss.loss, self.sampler, self.progress)
+        # The miner's running sums differ between processes until the next mean update: each saves its own.
+        per_process = {"miner": self.loss.miner} if self.loss.miner is not None else {}
+        self.checkpoints = CheckpointKeeper(self.accelerator, self.run.checkpoints, per_process)
         self.calculator = build_accuracy_calculator(
             c.eval.recall_at, c.eval.metrics, knn=c.eval.knn, knn_batch_size=c.eval.knn_batch_size, device=self.device
         )
+        self.stop_signals = StopSignals()
+        self.stop_agreed = False  # every process has been told of a stop signal, after the last step
         if resume:
             path = self.checkpoints.load("last")
-            self.progress.epoch += 1
-            self.accelerator.print(f"Resumed from {path}; continuing at epoch {self.progress.epoch}.")
+            where = f"epoch {self.progress.epoch}" + (f", step {self.progress.step}" if self.progress.step else "")
+            self.accelerator.print(f"Resumed from {path}; continuing at {where}.")
             if self.accelerator.is_main_process:
-                self.run.truncate_metrics_log(self.progress.epoch - 1)
+                self.run.truncate_logs(self.progress.epoch, self.progress.global_step)
         elif self.accelerator.is_main_process:
             self.run.root.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run.config)
@@ -225,13 +176,6 @@ class RecipeRun:
             sets["reference"] = self.splits.reference
         return sets
 
-    def _eval_loader(self, images) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            ImageDataset(images, self.eval_transform),
-            batch_size=self.config.eval.batch_size,
-            num_workers=self.config.data.num_workers,
-        )
-
     @property
     def unwrapped_model(self) -> EmbeddingModel:
         return self.accelerator.unwrap_model(self.model)
@@ -241,48 +185,92 @@ class RecipeRun:
             self.model, self.eval_loaders[name], device=self.device, gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast
         )
 
-    def full_pass_means(self) -> torch.Tensor:
-        """The class means of one pass over the training set (eval transforms, every sample once)."""
+    def full_pass_estimate(self) -> ClassMeanEstimate:
+        """The class means (and their spread) of one pass over the training set: eval transforms, every sample once."""
         with self.accelerator.autocast():
             return compute_class_means(
                 self.model, self.eval_loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
-            ).means
+            )
 
     def refresh_means_with_full_pass(self) -> None:
-        """Sets the vMF means from :meth:`full_pass_means`."""
-        self.loss.loss.means.copy_(self.full_pass_means())
+        """Sets the vMF means from :meth:`full_pass_estimate` (the paper's mean step)."""
+        self.mean_estimate = self.full_pass_estimate()
+        self.loss.loss.means.copy_(self.mean_estimate.means)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step; returns the training loss averaged over processes.
+
+        Raises:
+            NonFiniteLossError: when the loss is NaN or inf on any process; the step is not applied.
+        """
+        images, labels = images.to(self.device), labels.to(self.device)
+        with self.accelerator.autocast():
+            embeddings = self.model(images)
+        loss = self.loss(embeddings, labels)
+        # One reduction per step tells every process the mean loss, whether any process's loss is not finite, and
+        # whether any process received a stop signal, so that all of them stop after the same step.
+        value = loss.detach().float() / self.loss.backward_scale
+        finite = torch.isfinite(value)
+        stop = float(self.stop_signals.received is not None)
+        state = torch.stack([torch.where(finite, value, 0.0), (~finite).float(), torch.tensor(stop, device=self.device)])
+        if self.accelerator.num_processes > 1:
+            state = self.accelerator.reduce(state, "sum")
+        loss_sum, num_non_finite, num_stopping = state.tolist()
+        self.stop_agreed = num_stopping > 0
+        mean_loss = loss_sum / self.accelerator.num_processes
+        if num_non_finite:
+            self._raise_non_finite(value.item())
+        self.accelerator.backward(loss)
+        self.loss.sync_parameter_gradients()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return mean_loss
 
     def train_epoch(self, epoch: int) -> dict:
+        """Trains ``epoch`` from ``progress.step`` (0 unless resuming mid-epoch) and returns its record.
+
+        Raises:
+            TrainingInterrupted: after a stop signal, once the mid-epoch checkpoint is written.
+        """
         self.model.train()
-        self.sampler.set_epoch(epoch)
-        total = torch.zeros(2, device=self.device)  # loss sum, steps
+        progress = self.progress
+        if progress.epoch != epoch:
+            progress.start_epoch(epoch)
+        self.sampler.set_epoch(epoch, start_batch=progress.step)
         reset_peak_memory(self.device)
         started = time.perf_counter()
-        bar = tqdm(self.train_loader, total=self.steps_per_epoch, desc=f"epoch {epoch}", disable=not self.accelerator.is_local_main_process)
-        for step, (images, labels, _) in enumerate(bar):
-            if step >= self.steps_per_epoch:
-                break
-            images, labels = images.to(self.device), labels.to(self.device)
-            with self.accelerator.autocast():
-                embeddings = self.model(images)
-            loss = self.loss(embeddings, labels)
-            self.accelerator.backward(loss)
-            self.loss.sync_parameter_gradients()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            total += torch.stack([loss.detach().float() / self.loss.backward_scale, torch.ones((), device=self.device)])
+        bar = tqdm(total=self.steps_per_epoch, initial=progress.step, desc=f"epoch {epoch}", disable=not self.accelerator.is_local_main_process)
+        with bar:  # closed before any message of a stop, so that the message is the last line
+            for images, labels, _ in self.train_loader:
+                if progress.step >= self.steps_per_epoch:
+                    break
+                loss = self.train_step(images, labels)
+                progress.step += 1
+                progress.global_step += 1
+                progress.loss_sum += loss
+                progress.loss_steps += 1
+                bar.update()
+                self._log_step(loss)
+                if self.stop_agreed and progress.step < self.steps_per_epoch:
+                    bar.close()
+                    name, where = f"epoch_{epoch:04d}_step_{progress.step:06d}", f"epoch {epoch}, step {progress.step} of {self.steps_per_epoch}"
+                    self._interrupt(name, where)
         self.loss.end_epoch()
+        record = {}
         if self.loss.is_vmf and self.config.loss.mean_update == "full_pass":
             self.refresh_means_with_full_pass()
+        if self.loss.is_vmf:
+            estimate = self.loss.miner.last_estimate if self.loss.miner is not None else self.mean_estimate
+            record = summarise_estimate(estimate) if estimate is not None else {}
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
-        total = self.accelerator.reduce(total, "sum")
-        images_seen = int(total[1].item()) // self.accelerator.num_processes * self.config.train.batch_size
+        images_seen = progress.loss_steps * self.config.train.batch_size
         return {
-            "train_loss": (total[0] / total[1]).item(),
+            "train_loss": progress.loss_sum / max(1, progress.loss_steps),
             "train_seconds": seconds,
             "images_per_second": images_seen / seconds,
             "peak_memory_mb": peak_memory_mb(self.device),
+            **record,
         }
 
     def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:
@@ -304,42 +292,118 @@ class RecipeRun:
     def nearest_mean_accuracy(self) -> float:
         """Test accuracy of the nearest class mean (the vMF means, or a full pass's means for other losses), on the
         query embeddings of the last :meth:`evaluate`."""
-        means = self.loss.loss.means if self.loss.is_vmf else self.full_pass_means()
+        means = self.loss.loss.means if self.loss.is_vmf else self.full_pass_estimate().means
         query, labels = self.embeddings["query"]  # embedded by evaluate() just before
         return nearest_mean_accuracy(query, labels, means.cpu())
 
     def fit(self) -> Optional[dict]:
-        """Trains from the current epoch to ``train.epochs``, then tests the best checkpoint.
+        """Trains from where the run stands to ``train.epochs``, then tests the best checkpoint.
 
         Returns:
-            The final metrics (on the main process; ``{}`` elsewhere), or None when ``train.stop_after_epoch`` stopped
-            the run before the end.
+            The final metrics (on the main process; ``{}`` elsewhere).
+
+        Raises:
+            TrainingInterrupted: after a stop signal or ``train.stop_after_epoch``, with a checkpoint to resume from.
+            NonFiniteLossError: when the training loss is NaN or inf.
         """
         c = self.config
-        if self.progress.epoch == 0 and self.loss.is_vmf and c.loss.init_full_pass:
+        if self.progress.global_step == 0 and self.loss.is_vmf and c.loss.init_full_pass:
             self.refresh_means_with_full_pass()
-        for epoch in range(self.progress.epoch, c.train.epochs):
-            self.progress.epoch = epoch
-            record = {"epoch": epoch, **self.train_epoch(epoch)}
-            is_best = False
-            if self.splits.val is not None and ((epoch + 1) % c.eval.every == 0 or epoch + 1 == c.train.epochs):
-                record.update(split="val", **self.evaluate("val"))
-                score = torch.tensor(record.get(SELECTION_METRIC, 0.0), device=self.device)
-                score = self.accelerator.reduce(score, "sum").item()  # main process's value, on every process
-                is_best = score > self.progress.best_score
-                if is_best:
-                    self.progress.best_score, self.progress.best_epoch = score, epoch
-            if self.accelerator.is_main_process:
-                self.run.append_metrics(record)
-                self._print_record(record)
-            if c.run.trackers:
-                self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=epoch)
-            self.checkpoints.save(epoch, is_best=is_best or self.splits.val is None)
-            if c.train.stop_after_epoch is not None and epoch + 1 >= c.train.stop_after_epoch and epoch + 1 < c.train.epochs:
-                self.accelerator.print(f"Stopped after epoch {epoch} (train.stop_after_epoch); continue with --resume {self.run.root}.")
-                self.finish_trackers()
-                return None
+        self.stop_signals.install()
+        try:
+            for epoch in range(self.progress.epoch, c.train.epochs):
+                self._fit_epoch(epoch)
+        finally:
+            self.stop_signals.uninstall()
         return self.test()
+
+    def _fit_epoch(self, epoch: int) -> None:
+        c = self.config
+        trained = self.train_epoch(epoch)
+        record = {"epoch": epoch, **trained}
+        validation = {}
+        is_best = False
+        if self.splits.val is not None and ((epoch + 1) % c.eval.every == 0 or epoch + 1 == c.train.epochs):
+            validation = self.evaluate("val")
+            record.update(split="val", **validation)
+            score = torch.tensor(record.get(SELECTION_METRIC, 0.0), device=self.device)
+            score = self.accelerator.reduce(score, "sum").item()  # main process's value, on every process
+            is_best = score > self.progress.best_score
+            if is_best:
+                self.progress.best_score, self.progress.best_epoch = score, epoch
+        if self.accelerator.is_main_process:
+            self.run.append_metrics(record)
+            self._print_record(record)
+        if c.run.trackers:  # at the global step, as the per-step values: one time axis for every tracker
+            values = {("" if "/" in k else "epoch/") + k: v for k, v in trained.items()}
+            values.update({f"val/{k}": v for k, v in validation.items() if isinstance(v, (int, float))})
+            self.accelerator.log({"epoch": epoch, **values}, step=self.progress.global_step)
+        self.progress.start_epoch(epoch + 1)
+        self._check_finite_state(epoch)
+        path = self.checkpoints.save(f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None)
+        if epoch + 1 == c.train.epochs:
+            return
+        if self._stop_requested():
+            self._interrupt(path.name, f"the end of epoch {epoch}", saved=path)
+        if c.train.stop_after_epoch is not None and epoch + 1 >= c.train.stop_after_epoch:
+            self.finish_trackers()
+            raise TrainingInterrupted(
+                f"Stopped after epoch {epoch} (train.stop_after_epoch); continue with --resume {self.run.root}.", path, 0
+            )
+
+    def _stop_requested(self) -> bool:
+        """Whether any process received a stop signal; the same answer on every process."""
+        received = self.stop_signals.received is not None
+        if self.accelerator.num_processes == 1:
+            return received
+        return self.accelerator.reduce(torch.tensor(float(received), device=self.device), "sum").item() > 0
+
+    def _interrupt(self, name: str, where: str, saved: Optional[Path] = None) -> None:
+        path = saved or self.checkpoints.save(name, is_best=False)
+        self.finish_trackers()
+        signum = self.stop_signals.received
+        raise TrainingInterrupted(
+            f"Stopped at {where} on {self.stop_signals.name or 'a stop signal from another process'}; checkpoint "
+            f"{path} written. Continue with --resume {self.run.root}.",
+            path,
+            128 + (signum or 15),
+        )
+
+    def _raise_non_finite(self, local_loss: float) -> None:
+        c, progress = self.config, self.progress
+        last = self.checkpoints.path("last")
+        kept = f"The last good checkpoint, {last}, is kept" if last else "No checkpoint had been written yet"
+        hints = [f"optim.lr (now {c.optim.lr:g})"]
+        if self.loss.parameters():
+            hints.append(f"optim.loss_lr (now {c.optim.loss_lr:g})")
+        if self.loss.is_vmf:
+            hints.append(f"the vMF kappa (loss.params.vmf.kappa, now {self.loss.loss.kappa:g})")
+        precision = "" if self.accelerator.mixed_precision != "fp16" else "; or train in bf16 instead of fp16 (run.mixed_precision=bf16)"
+        self.finish_trackers()
+        raise NonFiniteLossError(
+            f"The training loss is not finite (this process: {local_loss}) at epoch {progress.epoch}, step "
+            f"{progress.step + 1} of {self.steps_per_epoch} (global step {progress.global_step + 1}); the step was not "
+            f"applied and nothing was saved. {kept}. Lower "
+            f"{', or '.join(hints)}{precision}, then continue with --resume {self.run.root} (with the new values as "
+            "overrides) or start a new run."
+        )
+
+    def _check_finite_state(self, epoch: int) -> None:
+        """Never lets a checkpoint hold NaN weights or means, whatever let them through."""
+        tensors = [*self.unwrapped_model.parameters(), *self.loss.loss.parameters(), *self.loss.loss.buffers()]
+        if not all(torch.isfinite(t).all() for t in tensors):
+            self._raise_non_finite(float("nan"))
+
+    def _log_step(self, loss: float) -> None:
+        progress = self.progress
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if self.accelerator.is_main_process:
+            self.run.append_step(
+                {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step, "loss": loss, "lr": lrs}
+            )
+        if self.config.run.trackers:
+            values = {"train/loss": loss, "train/lr": lrs[0], "train/lr_head": lrs[1]}
+            self.accelerator.log(values, step=progress.global_step)
 
     def test(self) -> dict:
         """Evaluates the best checkpoint (by validation MAP@R) on the test split; writes metrics, plots and the model."""
@@ -369,23 +433,13 @@ class RecipeRun:
             tracker.finish()
 
     def export_embedding_model(self) -> Path:
-        """Saves what :func:`load_embedding_model` needs: the architecture's config and the weights (and vMF means)."""
-        payload = {
-            "backbone": self.config.model.backbone,
-            "embedding_size": self.config.model.embedding_size,
-            "freeze_batchnorm": self.config.model.freeze_batchnorm,
-            "image_size": self.config.data.image_size,
-            "state_dict": self.unwrapped_model.state_dict(),
-            "class_means": self.loss.loss.means.cpu() if self.loss.is_vmf else None,
-        }
-        tmp = self.run.embedding_model.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.run.embedding_model)
-        return self.run.embedding_model
+        """Writes ``embedding_model.pt``: see :func:`~pml_vmf.training.export.load_embedding_model`."""
+        means = self.loss.loss.means if self.loss.is_vmf else None
+        return export_embedding_model(self.run.embedding_model, self.config, self.unwrapped_model, means)
 
     def write_plots(self) -> list:
         records = self.run.read_metrics_log()
-        paths = [plot_training_curves(records, self.run.plots / "training_curves.png")]
+        paths = [plot_training_curves(records, self.run.plots / "training_curves.png", self.run.read_steps_log())]
         query, query_labels = self.embeddings["query"]
         reference = reference_labels = load_reference = None
         if self.splits.reference is not None:
@@ -411,13 +465,6 @@ class RecipeRun:
         self.accelerator.print(" ".join(f"{k}={v}" for k, v in shown.items()))
 
 
-def _per_loss(table: dict, key: str, name: str) -> dict:
-    unknown = [loss for loss in table if loss not in LOSSES]
-    if unknown:
-        raise ConfigError(f"{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one.")
-    return table.get(name) or {}
-
-
 def _flat(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
@@ -426,11 +473,3 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
-
-
-def load_embedding_model(path: str | Path) -> EmbeddingModel:
-    """Rebuilds the embedding model a run exported (``runs/<name>/embedding_model.pt``), in eval mode, on the CPU."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_embedding_model(payload["backbone"], payload["embedding_size"], freeze_batchnorm=payload["freeze_batchnorm"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()

@@ -25,6 +25,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _read_jsonl(path: Path) -> list:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunFolder:
     """Paths and writers of a run folder.
 
@@ -37,6 +43,7 @@ class RunFolder:
 
     config = property(lambda self: self.root / "config.yaml")
     metrics_log = property(lambda self: self.root / "metrics.jsonl")
+    steps_log = property(lambda self: self.root / "train_steps.jsonl")
     final_metrics = property(lambda self: self.root / "metrics.json")
     plots = property(lambda self: self.root / "plots")
     checkpoints = property(lambda self: self.root / "checkpoints")
@@ -51,15 +58,23 @@ class RunFolder:
         with open(self.metrics_log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def read_metrics_log(self) -> list:
-        if not self.metrics_log.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_log.read_text().splitlines() if line.strip()]
+    def append_step(self, record: dict) -> None:
+        """Adds one training step (epoch, step, global_step, loss, lr) as a line of ``train_steps.jsonl``."""
+        with open(self.steps_log, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
-    def truncate_metrics_log(self, last_epoch: int) -> None:
-        """Drops log lines of epochs after ``last_epoch``: a resumed run logs them again."""
-        kept = [r for r in self.read_metrics_log() if r.get("epoch", -1) <= last_epoch]
-        atomic_write_text(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
+    def read_metrics_log(self) -> list:
+        return _read_jsonl(self.metrics_log)
+
+    def read_steps_log(self) -> list:
+        return _read_jsonl(self.steps_log)
+
+    def truncate_logs(self, epoch: int, global_step: int) -> None:
+        """Drops what a resumed run logs again: evaluations of ``epoch`` and later, steps after the ``global_step``
+        steps its checkpoint had taken (steps are numbered from 1)."""
+        for path, keep in ((self.metrics_log, lambda r: r.get("epoch", -1) < epoch), (self.steps_log, lambda r: r["global_step"] <= global_step)):
+            if path.is_file():
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in _read_jsonl(path) if keep(r)))
 
     def write_final_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.final_metrics, json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,157 @@
+"""The pieces of a recipe run, each built from the config by one function: :class:`RecipeRun` composes them."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+
+from ..data import ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
+from .config import ConfigError, RecipeConfig
+from .interruptions import ignore_stop_signals_in_worker
+from .losses import LOSSES, TrainingLoss, build_training_loss
+from .model import EmbeddingModel, create_embedding_model
+
+
+def multiprocess_without_cuda() -> bool:
+    """Whether accelerate must be told ``cpu=True``: several processes (``accelerate launch --multi_gpu`` on a CPU
+    machine) run as gloo MULTI_CPU only then; accelerate would otherwise start unconnected single processes. Pass
+    it to the first ``Accelerator`` or ``PartialState`` of a process: they share one state."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def check_config(c: RecipeConfig) -> None:
+    """Rejects settings that contradict each other, before anything is loaded."""
+    if c.loss.mean_update not in ("miner", "full_pass"):
+        raise ConfigError(f"loss.mean_update must be miner or full_pass, got {c.loss.mean_update!r}.")
+    if c.loss.name == "vmf" and c.loss.mean_update == "full_pass" and not c.loss.init_full_pass:
+        raise ConfigError(
+            "loss.mean_update=full_pass trains without the miner, so with loss.init_full_pass=false the vMF means "
+            "would be zero for the whole first epoch. Set loss.init_full_pass=true, or use loss.mean_update=miner."
+        )
+    if c.optim.optimizer not in ("adamw", "sgd"):
+        raise ConfigError(f"optim.optimizer must be adamw or sgd, got {c.optim.optimizer!r}.")
+    if c.optim.scheduler not in ("cosine", "constant"):
+        raise ConfigError(f"optim.scheduler must be cosine or constant, got {c.optim.scheduler!r}.")
+    for key in ("params", "miner_params"):
+        unknown = [loss for loss in getattr(c.loss, key) if loss not in LOSSES]
+        if unknown:
+            raise ConfigError(
+                f"loss.{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one."
+            )
+
+
+def build_accelerator(c: RecipeConfig) -> Accelerator:
+    return Accelerator(
+        cpu=multiprocess_without_cuda(),
+        mixed_precision="no" if c.run.mixed_precision is False else c.run.mixed_precision,  # YAML reads `no` as false
+        log_with=c.run.trackers or None,
+        project_dir=str(Path(c.run.output_dir) / c.run.name),
+    )
+
+
+def build_splits(c: RecipeConfig) -> RetrievalSplits:
+    return load_protocol(
+        c.data.dataset,
+        c.data.root,
+        protocol=c.data.protocol,
+        val_fraction=c.data.val_fraction,
+        val_by=c.data.val_by,
+        check_protocol=c.data.check_protocol,
+        max_images_per_class=c.data.max_images_per_class,
+        seed=c.run.seed,
+    )
+
+
+def build_model(c: RecipeConfig) -> EmbeddingModel:
+    return create_embedding_model(
+        c.model.backbone,
+        c.model.embedding_size,
+        pretrained=c.model.pretrained,
+        pretrained_file=c.model.pretrained_file,
+        freeze_batchnorm=c.model.freeze_batchnorm,
+    )
+
+
+def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator) -> MPerClassBatchSampler:
+    return MPerClassBatchSampler(
+        labels,
+        c.train.batch_size,
+        c.train.samples_per_class,
+        seed=c.run.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+
+
+def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, **kwargs) -> torch.utils.data.DataLoader:
+    """A loader of ``(image, label, index)``; ``kwargs`` give its ``batch_sampler`` or its ``batch_size``."""
+    return torch.utils.data.DataLoader(
+        ImageDataset(images, transform),
+        num_workers=c.data.num_workers,
+        persistent_workers=c.data.num_workers > 0 and "batch_sampler" in kwargs,
+        worker_init_fn=ignore_stop_signals_in_worker if c.data.num_workers > 0 else None,
+        **kwargs,
+    )
+
+
+def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> TrainingLoss:
+    is_vmf = c.loss.name == "vmf"
+    loss = build_training_loss(
+        c.loss.name,
+        num_classes,
+        c.model.embedding_size,
+        params=c.loss.params.get(c.loss.name) or {},
+        miner_params=c.loss.miner_params.get(c.loss.name) or {},
+        use_miner=not (is_vmf and c.loss.mean_update == "full_pass"),
+        distributed=accelerator.num_processes > 1,
+    )
+    if is_vmf and c.loss.mean_update == "full_pass":
+        loss.loss.stale_means_warning_steps = None  # the engine refreshes the means after every epoch, however long
+    loss.loss.to(accelerator.device)
+    if loss.miner is not None:
+        loss.miner.to(accelerator.device)
+    return loss
+
+
+def build_optimizer(c: RecipeConfig, model: EmbeddingModel, loss: TrainingLoss) -> torch.optim.Optimizer:
+    """AdamW or SGD over three parameter groups: backbone, head, and the loss's own parameters (proxies)."""
+    groups = [
+        {"params": list(model.backbone.parameters()), "lr": c.optim.lr},
+        {"params": list(model.head.parameters()), "lr": c.optim.lr},
+    ]
+    if loss.parameters():
+        groups.append({"params": loss.parameters(), "lr": c.optim.loss_lr})
+    if c.optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=c.optim.weight_decay)
+    return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=c.optim.weight_decay)
+
+
+def lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine: bool) -> list:
+    """Per parameter group, the learning-rate factor at a step: cosine decay (or constant), and the backbone (the
+    first group) frozen at 0 for the head warm-up."""
+
+    def decay(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))) if cosine else 1.0
+
+    def backbone(step: int) -> float:
+        return 0.0 if step < head_warmup_steps else decay(step)
+
+    return [backbone] + [decay] * (num_groups - 1)
+
+
+def build_scheduler(c: RecipeConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per global step (not per process), so it is not passed through ``accelerator.prepare``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambdas(
+            len(optimizer.param_groups),
+            c.train.epochs * steps_per_epoch,
+            c.optim.head_warmup_epochs * steps_per_epoch,
+            c.optim.scheduler == "cosine",
+        ),
+    )

@@ -1,0 +1,38 @@
+"""The trained embedding model as one file, ``runs/<name>/embedding_model.pt``, and loading it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import RecipeConfig
+from .model import EmbeddingModel, create_embedding_model
+
+
+def export_embedding_model(
+    path: Path, config: RecipeConfig, model: EmbeddingModel, class_means: Optional[torch.Tensor] = None
+) -> Path:
+    """Saves what :func:`load_embedding_model` needs, atomically: the architecture's config, the weights and the vMF
+    means (None for other losses)."""
+    payload = {
+        "backbone": config.model.backbone,
+        "embedding_size": config.model.embedding_size,
+        "freeze_batchnorm": config.model.freeze_batchnorm,
+        "image_size": config.data.image_size,
+        "state_dict": model.state_dict(),
+        "class_means": class_means.cpu() if class_means is not None else None,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_embedding_model(path: str | Path) -> EmbeddingModel:
+    """Rebuilds the embedding model a run exported (``runs/<name>/embedding_model.pt``), in eval mode, on the CPU."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_embedding_model(payload["backbone"], payload["embedding_size"], freeze_batchnorm=payload["freeze_batchnorm"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

@@ -1,0 +1,109 @@
+"""Stopping a run and continuing it: a real SIGTERM mid-epoch (1 and 2 processes), a NaN loss, a bug's traceback."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.multiprocess import accelerate_launch, accelerate_launch_command, child_environment
+from tests.recipe_runs import DIGITS_CONFIG, REPO, SHORT_RUN, TRAIN_SCRIPT, run_script, run_train_script
+
+HOOK_WORKER = REPO / "tests" / "workers" / "train_with_hook.py"
+# SHORT_RUN: digits, 3 epochs of 4 steps; global step 6 is epoch 1's second step.
+
+
+def _common(digits_folder, tmp_path) -> list:
+    return ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", *SHORT_RUN]
+
+
+def _train(num_processes: int, *args: str) -> None:
+    if num_processes == 1:
+        run_train_script(*args)
+    else:
+        accelerate_launch(TRAIN_SCRIPT, *args, num_processes=num_processes)
+
+
+def _assert_same_run(first: Path, second: Path) -> None:
+    assert json.loads((first / "metrics.json").read_text()) == pytest.approx(json.loads((second / "metrics.json").read_text()), abs=1e-6)
+    models = [torch.load(run / "embedding_model.pt", weights_only=False) for run in (first, second)]
+    for key, value in models[0]["state_dict"].items():
+        torch.testing.assert_close(models[1]["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
+    torch.testing.assert_close(models[1]["class_means"], models[0]["class_means"], atol=1e-6, rtol=0)
+    steps = [[json.loads(line) for line in (run / "train_steps.jsonl").read_text().splitlines()] for run in (first, second)]
+    assert [s["global_step"] for s in steps[1]] == [s["global_step"] for s in steps[0]] == list(range(1, 13))
+    assert [s["loss"] for s in steps[1]] == pytest.approx([s["loss"] for s in steps[0]], abs=1e-6)
+    logs = [[json.loads(line)["split"] for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (first, second)]
+    assert logs[0] == logs[1] == ["val", "val", "val", "test"]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_stop_after_epoch_resumes_to_the_end(uninterrupted_run, digits_folder, tmp_path):
+    """The saved config still says stop_after_epoch=1: the resumed run must not stop again after every epoch."""
+    stopped = run_train_script(*_common(digits_folder, tmp_path), "run.name=resumed", "train.stop_after_epoch=1")
+    assert "--resume" in stopped.stderr and stopped.returncode == 0
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    run_train_script("--resume", str(tmp_path / "resumed"))
+    _assert_same_run(uninterrupted_run, tmp_path / "resumed")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_ends(num_processes, uninterrupted_run, digits_folder, tmp_path):
+    common = _common(digits_folder, tmp_path)
+    through = uninterrupted_run
+    if num_processes > 1:  # BatchNorm statistics differ from one process's: compare with two processes through
+        _train(num_processes, *common, "run.name=through")
+        through = tmp_path / "through"
+    marker = tmp_path / "paused"
+    worker_args = [str(HOOK_WORKER), "pause", "6", str(marker), *common, "run.name=stopped"]
+    if num_processes == 1:  # the training process itself gets the signal (SLURM signals every process of a job)
+        command = [sys.executable, *worker_args]
+    else:  # the launcher gets it, as a cluster's scheduler sends it, and forwards it to both processes
+        command = accelerate_launch_command(*map(Path, worker_args[:1]), *worker_args[1:], num_processes=num_processes)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(), cwd=REPO)
+    deadline = time.monotonic() + 240
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=60)[1][-4000:]
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    # The step in flight when the signal came (global step 7, epoch 1's third of four) completes, then the run stops.
+    assert "Stopped at epoch 1, step 3 of 4 on SIGTERM" in stderr, stderr[-4000:]
+    if num_processes == 1:
+        assert process.returncode == 128 + signal.SIGTERM
+    stopped = tmp_path / "stopped"
+    index = json.loads((stopped / "checkpoints" / "index.json").read_text())
+    assert index["last"] == "epoch_0001_step_000003" and index["best"] in ("epoch_0000", "epoch_0001")
+    assert not (stopped / "metrics.json").exists()
+    assert not list((stopped / "checkpoints").glob(".*.tmp")), "a temporary checkpoint folder was left behind"
+    _train(num_processes, "--resume", str(stopped))
+    _assert_same_run(through, stopped)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_the_run_without_touching_the_last_good_checkpoint(digits_folder, tmp_path):
+    completed = run_script(HOOK_WORKER, "nan", "6", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
+    assert completed.returncode == 3, completed.stderr[-4000:]
+    message = completed.stderr.strip().splitlines()[-1]
+    assert "not finite" in message and "epoch 1, step 2 of 4 (global step 6)" in message, message
+    assert "Lower optim.lr (now 0.05)" in message and "kappa" in message and "--resume" in message
+    assert "Traceback" not in completed.stderr
+    checkpoints = tmp_path / "digits" / "checkpoints"
+    assert json.loads((checkpoints / "index.json").read_text()) == {"last": "epoch_0000", "best": "epoch_0000"}
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_0000", "index.json"]
+    weights = load_file(checkpoints / "epoch_0000" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_an_error_in_training_keeps_its_traceback(digits_folder, tmp_path):
+    """Only mistakes in the config or the data get a one-line message; a bug in training shows where it is."""
+    completed = run_script(HOOK_WORKER, "valueerror", "1", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
+    assert completed.returncode == 1
+    assert "Traceback (most recent call last)" in completed.stderr and "a bug in the training step" in completed.stderr
