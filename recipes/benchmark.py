@@ -24,7 +24,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from pml_vmf.evaluation import plot_benchmark, plot_tuning_curves
-from pml_vmf.training import LOSSES, ConfigError
+from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted
 from pml_vmf.training.builders import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
     PlannedRun,
@@ -106,6 +106,9 @@ def main(argv: list) -> int:
                 write_rows(csv_path, [*rows, row])
             state.wait_for_everyone()
         state.destroy_process_group()
+    except TrainingInterrupted as stop:  # preempted: rerun the same command to continue where it stopped
+        print(f"benchmark.py: {stop} Or rerun this benchmark command: it resumes that run.", file=sys.stderr)
+        return stop.exit_code
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"benchmark.py: {error}", file=sys.stderr)
         return 2

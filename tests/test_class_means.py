@@ -61,3 +61,15 @@ def test_concentration_estimate():
     r_tight = tight.sum(0).norm() / 500
     r_spread = spread.sum(0).norm() / 500
     assert estimate_concentration(r_tight, 32) > 100 > 10 > estimate_concentration(r_spread, 32)
+
+
+def test_estimate_summary_leaves_out_classes_without_samples_and_infinite_concentrations():
+    from pml_vmf import estimate_class_means
+
+    sums = torch.tensor([[2.0, 0.0], [0.6, 0.8], [0.0, 0.0]])  # class 0: two identical samples; class 2: none
+    estimate = estimate_class_means(sums, torch.tensor([2, 2, 0]))
+    summary = estimate.summary()
+    assert summary["vmf/resultant_length_min"] == pytest.approx(0.5) and summary["vmf/resultant_length_max"] == pytest.approx(1.0)
+    assert summary["vmf/resultant_length_mean"] == pytest.approx(0.75)
+    r = 0.5
+    assert summary["vmf/concentration_mean"] == summary["vmf/concentration_max"] == pytest.approx(r * (2 - r**2) / (1 - r**2))

@@ -2,6 +2,7 @@
 holds that wheel instead of this checkout."""
 
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,9 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    # No build isolation: the dev venv's setuptools (>= 77, as pyproject.toml asks) builds it, offline.
+    # From a copy of the working tree, so that no build/ folder of an earlier build (with files since deleted) leaks
+    # into the wheel; no build isolation: the dev venv's setuptools (>= 77, as pyproject.toml asks) builds it offline.
+    source = out / "source"
+    top_level_outputs = {".git", ".venv", "build", "dist", "runs", "data"}
+    shutil.copytree(
+        REPO, source,
+        ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (Path(folder) == REPO and n in top_level_outputs)],
+    )  # fmt: skip
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(source)],
         check=True, capture_output=True, text=True, env=child_environment(),
     )  # fmt: skip
     (path,) = out.glob("pml_vmf-*.whl")
@@ -32,6 +40,9 @@ def test_the_wheel_holds_the_package_its_licence_and_its_type_marker(wheel):
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "pml_vmf/py.typed" in names and "pml_vmf/training/engine.py" in names
+    tracked = subprocess.run(["git", "ls-files", "pml_vmf"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if tracked:  # a git checkout: the wheel holds the package's files, no more
+        assert sorted(n for n in names if n.startswith("pml_vmf/")) == sorted(tracked)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "recipes/", "benchmarks/")) for n in names)
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata

@@ -221,3 +221,14 @@ def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(o
 
     with pytest.raises(ConfigError, match=message):
         check_config(load_config(None, overrides))
+
+
+def test_the_backbone_can_learn_slower_than_the_head():
+    from pml_vmf.training.builders import build_optimizer
+
+    config = load_config(None, ["model.backbone=test_resnet", "model.embedding_size=8", "optim.lr=1e-3", "optim.backbone_lr=1e-4"])
+    model = create_embedding_model("test_resnet", 8)
+    optimizer = build_optimizer(config, model, build_training_loss("normalized_softmax", 4, 8))
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-4, 1e-3, config.optim.loss_lr]
+    default = build_optimizer(load_config(None, ["optim.lr=1e-3"]), model, build_training_loss("vmf", 4, 8))
+    assert [g["lr"] for g in default.param_groups] == [1e-3, 1e-3]

@@ -113,5 +113,10 @@ def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, dig
         assert "classifier_accuracy" not in metrics
     else:  # vMF: its means; softmax: its linear layer
         assert metrics["classifier_accuracy"] > 0.5, metrics
-    if loss_name == "vmf":
+    if loss_name == "vmf":  # scored with the means of a mean step on the tested checkpoint, as the method ends
         assert metrics["classifier_accuracy"] == pytest.approx(metrics["nearest_mean_accuracy"])
+        assert 0.1 < metrics["classifier_accuracy_stale_means"] <= 1  # the means the checkpoint held: a diagnostic
+        means = torch.load(tmp_path / loss_name / "embedding_model.pt", weights_only=False)["class_means"]
+        assert means.norm(dim=1).sub(1).abs().max() < 1e-5  # the exported model carries the full-pass means
+    else:
+        assert "classifier_accuracy_stale_means" not in metrics

@@ -119,9 +119,11 @@ def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> T
 
 
 def build_optimizer(c: RecipeConfig, model: EmbeddingModel, loss: TrainingLoss) -> torch.optim.Optimizer:
-    """AdamW or SGD over three parameter groups: backbone, head, and the loss's own parameters (proxies)."""
+    """AdamW or SGD over three parameter groups: backbone (``optim.backbone_lr``, default ``optim.lr``), head
+    (``optim.lr``), and the loss's own parameters (proxies, ``optim.loss_lr``)."""
+    backbone_lr = c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr
     groups = [
-        {"params": list(model.backbone.parameters()), "lr": c.optim.lr},
+        {"params": list(model.backbone.parameters()), "lr": backbone_lr},
         {"params": list(model.head.parameters()), "lr": c.optim.lr},
     ]
     if loss.parameters():

@@ -66,7 +66,8 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
-    lr: float = 1e-4
+    lr: float = 1e-4  # the embedding head's (and the backbone's unless backbone_lr is set)
+    backbone_lr: Optional[float] = None  # fine-tuning a pretrained backbone: usually below lr; None for lr
     loss_lr: float = 1e-2  # learning rate of loss parameters (proxies, class weights)
     weight_decay: float = 1e-4
     scheduler: str = "cosine"  # cosine | constant
@@ -144,6 +145,9 @@ def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
             current = getattr(node, part)
             if dataclasses.is_dataclass(current) or (isinstance(current, dict) and not isinstance(value, dict)):
                 raise ConfigError(f"Config key {dotted_key!r} is a section: set its keys, e.g. {dotted_key}.<key>=...")
+            annotation = str(next(f.type for f in dataclasses.fields(node) if f.name == part))
+            if value is not None and annotation == "Optional[float]" and not isinstance(value, bool):
+                value = _as_float(value, dotted_key)  # a None default says nothing of the type: the annotation does
             if current is not None and value is not None:
                 if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
                     value = _as_float(value, dotted_key)

@@ -84,17 +84,6 @@ class TrainingProgress:
         self.epoch, self.step, self.loss_sum, self.loss_steps = epoch, 0, 0.0, 0
 
 
-def summarise_estimate(estimate: ClassMeanEstimate, prefix: str = "vmf/") -> dict:
-    """Mean, min and max over classes of the mean resultant length and concentration of a vMF mean estimate
-    (classes with no sample, or whose samples coincide, are left out of the concentration)."""
-    summary = {}
-    for name, values in (("resultant_length", estimate.resultant_lengths), ("concentration", estimate.concentrations)):
-        finite = values[torch.isfinite(values)].double()
-        if finite.numel():
-            summary.update({f"{prefix}{name}_mean": finite.mean().item(), f"{prefix}{name}_min": finite.min().item(), f"{prefix}{name}_max": finite.max().item()})
-    return summary
-
-
 class RecipeRun:
     """One training run of a recipe config, on however many processes ``accelerate launch`` started.
 
@@ -262,7 +251,7 @@ class RecipeRun:
             self.refresh_means_with_full_pass()
         if self.loss.is_vmf:
             estimate = self.loss.miner.last_estimate if self.loss.miner is not None else self.mean_estimate
-            record = summarise_estimate(estimate) if estimate is not None else {}
+            record = estimate.summary() if estimate is not None else {}
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
         images_seen = progress.loss_steps * self.config.train.batch_size
         return {
@@ -289,12 +278,27 @@ class RecipeRun:
             metrics["num_unique_query"] = len(torch.unique(indices))
         return metrics
 
-    def nearest_mean_accuracy(self) -> float:
-        """Test accuracy of the nearest class mean (the vMF means, or a full pass's means for other losses), on the
-        query embeddings of the last :meth:`evaluate`."""
-        means = self.loss.loss.means if self.loss.is_vmf else self.full_pass_estimate().means
-        query, labels = self.embeddings["query"]  # embedded by evaluate() just before
-        return nearest_mean_accuracy(query, labels, means.cpu())
+    def classification_metrics(self) -> dict:
+        """Closed-set accuracy on the query embeddings of the last :meth:`evaluate`.
+
+        ``nearest_mean_accuracy`` classifies by the class means of one full pass over the training set with the
+        tested checkpoint, for every loss. ``classifier_accuracy`` uses the loss's own classifier (softmax layer,
+        proxies); for vMF that is the same full-pass means, since the paper's alternating algorithm ends with a mean
+        step, and the means the checkpoint held (up to ``update_every - 1`` steps stale) are kept as
+        ``classifier_accuracy_stale_means``, a diagnostic. The vMF loss keeps the full-pass means, so the exported
+        model carries them.
+        """
+        query, labels = self.embeddings["query"]
+        means = self.full_pass_estimate().means
+        metrics = {"nearest_mean_accuracy": nearest_mean_accuracy(query, labels, means.cpu())}
+        if self.loss.is_vmf:
+            stale = predict_with_loss(self.loss.loss, query.to(self.device))
+            metrics["classifier_accuracy_stale_means"] = (stale == labels).float().mean().item()
+            self.loss.loss.means.copy_(means)
+        predictions = predict_with_loss(self.loss.loss, query.to(self.device))
+        if predictions is not None:  # the loss's own classifier: vMF means, softmax layer, proxies
+            metrics["classifier_accuracy"] = (predictions == labels).float().mean().item()
+        return metrics
 
     def fit(self) -> Optional[dict]:
         """Trains from where the run stands to ``train.epochs``, then tests the best checkpoint.
@@ -412,11 +416,7 @@ class RecipeRun:
             self.accelerator.load_state(str(best))
         metrics = self.evaluate("query", "reference" if self.splits.reference is not None else None)
         if self.splits.test_classes_are_train_classes:
-            metrics["nearest_mean_accuracy"] = self.nearest_mean_accuracy()
-            query, labels = self.embeddings["query"]
-            predictions = predict_with_loss(self.loss.loss, query.to(self.device))
-            if predictions is not None:  # the loss's own classifier: vMF means, softmax layer, proxies
-                metrics["classifier_accuracy"] = (predictions == labels).float().mean().item()
+            metrics.update(self.classification_metrics())
         if self.accelerator.is_main_process:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)
