@@ -4,7 +4,8 @@ Each loss in --losses is trained with every seed in --seeds, under the same conf
 sampler, batch, optimizer, epochs, data); each with its usual miner and its own parameter learning rate. A loss named
 in --tune first trains once per candidate value with the first seed (``--tune default``: every loss's main
 hyper-parameter at its default and one step either side), and the value with the best validation MAP@R (held-out
-training classes, never the test classes) is used for every seed. Writes DIR/runs.csv (one row per run),
+training classes, never the test classes) is used for every seed. The network before training (train.epochs=0) is
+evaluated first, the same way, as the table's first row; a loss that does not clear it is flagged. Writes DIR/runs.csv (one row per run),
 DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/. A rerun skips finished runs. Config overrides
 for every run go after --set.
 
@@ -27,6 +28,7 @@ from pml_vmf.evaluation import plot_benchmark, plot_tuning_curves
 from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted
 from pml_vmf.training.builders import multiprocess_without_cuda
 from pml_vmf.training.loss_benchmark import (
+    BASELINE_NAME,
     PlannedRun,
     final_rows,
     headline_metrics,
@@ -45,9 +47,11 @@ def final_name(loss: str, seed: int, param: str | None = None, value: float | No
     return f"{loss}-{param}{value:g}-seed{seed}" if param is not None else f"{loss}-seed{seed}"
 
 
-def plan(losses: list, seeds: list, grid: dict, rows: list) -> list:
-    """The runs still to do, in order; a loss's seed runs wait until its tuning runs are all in ``rows``."""
-    todo, chosen = [], winners(rows, grid)
+def plan(losses: list, seeds: list, grid: dict, rows: list, baseline: bool = True) -> list:
+    """The runs still to do, in order: the untrained baseline first, then per loss its tuning runs and, once they
+    are all in ``rows``, its seed runs."""
+    chosen = winners(rows, grid)
+    todo = [PlannedRun(BASELINE_NAME, "baseline", losses[0], seeds[0])] if baseline else []
     for loss in losses:
         if loss in grid:
             param, values = grid[loss]
@@ -80,6 +84,8 @@ def main(argv: list) -> int:
     parser.add_argument("--losses", nargs="+", default=["vmf", "triplet", "normalized_softmax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32; default: each loss's registry grid (LossSpec.tuning)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the untrained network's row (train.epochs=0), trained losses are compared with")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run, e.g. --set train.epochs=10 data.image_size=64")
     args = parser.parse_args(argv)
@@ -98,7 +104,7 @@ def main(argv: list) -> int:
                 write_rows(csv_path, rows + copies)
             state.wait_for_everyone()  # every process plans from the same CSV
             rows += copies
-            todo = plan(args.losses, args.seeds, grid, rows)
+            todo = plan(args.losses, args.seeds, grid, rows, args.baseline)
             if not todo:
                 break
             row = run_one(args.config, overrides, todo[0], runs_dir)

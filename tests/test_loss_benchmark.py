@@ -26,15 +26,17 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
     with open(tmp_path / "bench" / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["name"], r["phase"]) for r in rows] == [
-        ("tune-vmf-kappa8", "tune"), ("tune-vmf-kappa16", "tune"),
+        ("baseline-untrained", "baseline"), ("tune-vmf-kappa8", "tune"), ("tune-vmf-kappa16", "tune"),
         (f"vmf-kappa{float(winners(rows, parse_grid(['vmf.kappa=8,16']))['vmf']):g}-seed0", "final"),
         ("triplet-seed0", "final"),
     ]  # fmt: skip
-    for row in rows:
+    for row in rows[1:]:
         assert 0 <= float(row["mean_average_precision_at_r"]) <= 1 and float(row["train_seconds"]) > 0
         assert float(row["peak_memory_mb"]) > 0 and 0 <= float(row["best_val_map_at_r"]) <= 1
+    assert 0 <= float(rows[0]["mean_average_precision_at_r"]) <= 1 and float(rows[0]["train_seconds"]) == 0
     summary = (tmp_path / "bench" / "summary.md").read_text()
-    assert "| vmf | kappa=" in summary and "| triplet | default | 1 |" in summary
+    assert "| untrained network (train.epochs=0) |" in summary.splitlines()[2]
+    assert "| vmf" in summary and "| kappa=" in summary and "| default | 1 |" in summary
     for plot in ("headline_metrics.png", "validation_map_at_r.png", "tuning_vmf_kappa.png"):
         assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
     before = (tmp_path / "bench" / "runs.csv").read_text()
@@ -51,10 +53,11 @@ def _row(name, phase, loss, value="", val=""):
 
 def test_seeds_wait_for_the_tuning_and_use_the_value_best_on_validation():
     grid = parse_grid(["vmf.kappa=8,16"])
-    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == ["tune-vmf-kappa8", "tune-vmf-kappa16"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == ["baseline-untrained", "tune-vmf-kappa8", "tune-vmf-kappa16"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [], baseline=False)] == ["tune-vmf-kappa8", "tune-vmf-kappa16"]
     rows = [_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.4"), _row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.6")]
     assert winners(rows, grid) == {"vmf": 16.0}
-    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows)] == ["vmf-kappa16-seed0", "vmf-kappa16-seed1"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows, baseline=False)] == ["vmf-kappa16-seed0", "vmf-kappa16-seed1"]
     rows.append(_row("vmf-kappa16-seed0", "final", "vmf", "16.0", "0.6"))
     assert "| vmf | kappa=16 | 1 |" in summary_table(rows, grid)
 
@@ -68,3 +71,16 @@ def test_the_default_grid_tunes_each_listed_loss_over_its_registry_values_and_it
     grid = parse_grid(["default", "vmf.kappa=4,8"], ["vmf", "triplet", "softmax"])
     assert grid == {"vmf": ("kappa", [4.0, 8.0]), "triplet": ("margin", [0.05, 0.1, 0.2])}  # softmax has no grid
     assert all(LOSSES[loss].defaults[param] in values for loss, (param, values) in parse_grid(["default"], list(LOSSES)).items())
+
+
+def test_a_loss_that_does_not_clear_the_untrained_network_is_flagged():
+    grid = parse_grid(["vmf.kappa=8"])
+    rows = [
+        {**_row("baseline-untrained", "baseline", "vmf"), "mean_average_precision_at_r": "0.55"},
+        _row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.6"),
+        {**_row("vmf-kappa8-seed0", "final", "vmf", "8.0", "0.6"), "mean_average_precision_at_r": "0.7"},
+        _row("triplet-seed0", "final", "triplet"),  # MAP@R 0.5, below the untrained 0.55
+    ]
+    table = summary_table(rows, grid).splitlines()
+    assert table[2].startswith("| untrained network (train.epochs=0) |  | 1 | 0.550 |")
+    assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith("| triplet (not above untrained) | default |")

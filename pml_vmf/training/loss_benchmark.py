@@ -34,7 +34,8 @@ class PlannedRun:
 
     Attributes:
         name: its folder name and CSV key.
-        phase: ``tune`` (seed 0, one candidate value) or ``final``.
+        phase: ``baseline`` (the network before training, ``train.epochs=0``, evaluated the same way), ``tune``
+            (seed 0, one candidate value) or ``final``.
         loss: the loss name.
         seed: the run's seed.
         param: the tuned parameter (``loss.params.<loss>.<param>``), or None.
@@ -50,6 +51,8 @@ class PlannedRun:
 
     def overrides(self) -> list:
         items = [f"loss.name={self.loss}", f"run.seed={self.seed}", f"run.name={self.name}"]
+        if self.phase == "baseline":
+            items.append("train.epochs=0")
         if self.param is not None:
             items.append(f"loss.params.{self.loss}.{self.param}={self.value}")
         return items
@@ -152,17 +155,34 @@ def mean_and_spread(values: Sequence[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
+BASELINE_NAME = "baseline-untrained"
+BELOW_BASELINE = " (not above untrained)"
+
+
 def summary_table(rows: list, grid: dict) -> str:
-    """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value."""
+    """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value.
+
+    The first row, where the benchmark has one, is the network before training evaluated the same way; a loss whose
+    mean first headline metric does not clear it is flagged.
+    """
     final = final_rows(rows, grid)
     losses = list(dict.fromkeys(r["loss"] for r in final))
     metrics = headline_metrics(final)
     header = ["loss", "tuned value", "seeds", *metrics, "s / epoch", "peak MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    baseline = next((r for r in rows if r["phase"] == "baseline"), None)
+    if baseline is not None:
+        cells = ["untrained network (train.epochs=0)", "", "1"]
+        cells += [f"{float(baseline[m]):.3f}" if baseline.get(m, "") != "" else "" for m in metrics] + ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     chosen = winners(rows, grid)
     for loss in losses:
         mine = [r for r in final if r["loss"] == loss]
-        cells = [loss, f"{grid[loss][0]}={chosen[loss]:g}" if loss in chosen else "default", str(len(mine))]
+        flag = ""
+        if baseline is not None and metrics and baseline.get(metrics[0], "") != "":
+            values = [float(r[metrics[0]]) for r in mine if r.get(metrics[0], "") != ""]
+            flag = BELOW_BASELINE if values and statistics.mean(values) <= float(baseline[metrics[0]]) else ""
+        cells = [loss + flag, f"{grid[loss][0]}={chosen[loss]:g}" if loss in chosen else "default", str(len(mine))]
         for metric in [*metrics, "seconds_per_epoch", "peak_memory_mb"]:
             values = [float(r[metric]) for r in mine if r.get(metric, "") != ""]
             if not values:
