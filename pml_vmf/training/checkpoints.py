@@ -20,7 +20,7 @@ class CheckpointKeeper:
     the best.
 
     ``accelerator.save_state`` writes the model, optimizer, RNG states and every object registered with
-    ``accelerator.register_for_checkpointing`` (scheduler, loss, miner, sampler, progress). It writes into a
+    ``accelerator.register_for_checkpointing`` (scheduler, loss and its vMF means, sampler, progress). It writes into a
     temporary folder that is renamed into place once complete, and ``index.json``, replaced atomically, names the last
     and the best: a crash at any moment leaves the previous checkpoint intact.
 

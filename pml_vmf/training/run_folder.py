@@ -25,6 +25,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _append_jsonl(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def _read_jsonl(path: Path) -> list:
     if not path.is_file():
         return []
@@ -54,14 +60,11 @@ class RunFolder:
 
     def append_metrics(self, record: dict) -> None:
         """Adds one evaluation as a line of ``metrics.jsonl``."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_log, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_jsonl(self.metrics_log, record)
 
     def append_step(self, record: dict) -> None:
         """Adds one training step (epoch, step, global_step, loss, lr) as a line of ``train_steps.jsonl``."""
-        with open(self.steps_log, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_jsonl(self.steps_log, record)
 
     def read_metrics_log(self) -> list:
         return _read_jsonl(self.metrics_log)
