@@ -1,5 +1,5 @@
-"""The wheel a user gets from `python -m build`: its files and metadata, and the README quick start from a venv that
-holds that wheel instead of this checkout."""
+"""The wheel `python -m build` makes: its files and metadata, and the README quick start from a venv that holds that
+wheel instead of this checkout."""
 
 import re
 import shutil
@@ -28,7 +28,7 @@ def wheel(tmp_path_factory) -> Path:
         ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (Path(folder) == REPO and n in top_level_outputs)],
     )  # fmt: skip
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(source)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
         check=True, capture_output=True, text=True, env=child_environment(),
     )  # fmt: skip
     (path,) = out.glob("pml_vmf-*.whl")
