@@ -97,7 +97,4 @@ class FaissIndexKNN:
             indices = torch.from_numpy(indices).to(query.device)
             return return_knn_results(distances, indices, ref_includes_query)
 
-        try:
-            yield search
-        finally:
-            del gpu_index, cpu_index
+        yield search

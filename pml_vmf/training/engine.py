@@ -395,7 +395,7 @@ class RecipeRun:
     def _check_finite_state(self, epoch: int) -> None:
         """Never lets a checkpoint hold NaN weights or means, whatever let them through."""
         tensors = [*self.unwrapped_model.parameters(), *self.loss.loss.parameters(), *self.loss.loss.buffers()]
-        if not all(torch.isfinite(t).all() for t in tensors):
+        if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():  # one read-back, not one per tensor
             self._raise_non_finite(float("nan"))
 
     def _log_step(self, loss: float) -> None:
