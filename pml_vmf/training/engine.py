@@ -342,8 +342,8 @@ class RecipeRun:
             values = {("" if "/" in k else "epoch/") + k: v for k, v in trained.items()}
             values.update({f"val/{k}": v for k, v in validation.items() if isinstance(v, (int, float))})
             self.accelerator.log({"epoch": epoch, **values}, step=self.progress.global_step)
+        self._check_finite_state()  # before the progress moves on, so that an error names this epoch
         self.progress.start_epoch(epoch + 1)
-        self._check_finite_state(epoch)
         path = self.checkpoints.save(f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None)
         if epoch + 1 == c.train.epochs:
             return
@@ -392,7 +392,7 @@ class RecipeRun:
             "overrides) or start a new run."
         )
 
-    def _check_finite_state(self, epoch: int) -> None:
+    def _check_finite_state(self) -> None:
         """Never lets a checkpoint hold NaN weights or means, whatever let them through."""
         tensors = [*self.unwrapped_model.parameters(), *self.loss.loss.parameters(), *self.loss.loss.buffers()]
         if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():  # one read-back, not one per tensor
