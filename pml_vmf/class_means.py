@@ -76,6 +76,37 @@ def estimate_class_means(sums: torch.Tensor, counts: torch.Tensor) -> ClassMeanE
 
 
 @torch.no_grad()
+def ema_update_means(means: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> torch.Tensor:
+    """Moves the mean direction of each class in the batch towards the batch's embeddings of that class, in place.
+
+    ``mu_c <- normalize(momentum * mu_c / |mu_c| + (1 - momentum) * mean_i z_i)`` over the batch's L2-normalised
+    embeddings ``z_i`` of class ``c``: CIDER's prototype update (Ming et al., ICLR 2023), averaged over the batch. It
+    lets the means follow the network between full passes. Classes absent from the batch, or with no mean yet (a row
+    of zeros), are left unchanged.
+
+    Args:
+        means: ``(num_classes, embedding_size)`` the vMF means buffer, updated in place.
+        embeddings: ``(N, embedding_size)``, need not be normalised; pass the global batch under several processes so
+            that every process makes the same update.
+        labels: ``(N,)`` integer class indices.
+        momentum: the weight kept on the old mean, in ``[0, 1)``.
+
+    Returns:
+        ``means``.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"The EMA momentum must be in [0, 1), got {momentum}.")
+    labels = labels.to(means.device).long()
+    unit = F.normalize(embeddings.detach().to(means.device, torch.float32), dim=1)
+    sums = torch.zeros_like(means).index_add_(0, labels, unit)
+    counts = torch.bincount(labels, minlength=means.shape[0]).to(means.dtype)
+    update = (counts > 0) & means.ne(0).any(dim=1)
+    moved = F.normalize(momentum * F.normalize(means, dim=1) + (1 - momentum) * sums / counts.clamp_min(1)[:, None], dim=1)
+    means.copy_(torch.where(update[:, None], moved, means))
+    return means
+
+
+@torch.no_grad()
 def predict_nearest_mean(embeddings: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """Classifies by the nearest mean direction, ``argmax_c cos(z, mu_c)``: vMF's rule, and that of any cosine
     classifier (the normalised columns of NormalizedSoftmax's or ArcFace's ``W``).

@@ -1,5 +1,6 @@
 """VMFLoss: cross-entropy of a von Mises-Fisher mixture whose class means are estimated, not learned."""
 
+import math
 import warnings
 from typing import Optional
 
@@ -32,6 +33,11 @@ class VMFLoss(BaseMetricLossFunction):
         embedding_size: width of the embeddings.
         kappa: the shared concentration, i.e. the inverse softmax temperature (``NormalizedSoftmaxLoss``'s
             ``temperature = 1 / kappa``).
+        learn_kappa: make kappa a trainable scalar (stored as ``log_kappa``, so it stays positive), learned with the
+            embedding by backprop, the learned temperature of Scott, Gallagher & Mozer (ICCV 2021); ``kappa`` is its
+            starting value. Give it its own learning rate and no weight decay (the recipe's ``optim.loss_lr``).
+        margin: an additive cosine margin on the target logit while training, ``kappa * (cos_y - margin)`` (CosFace,
+            Wang et al. 2018, here with data-estimated means). Predictions and :meth:`get_logits` have no margin.
         stale_means_warning_steps: warn once when the loss has run this many calls in a row with means that did
             not change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner). None
             never warns; raise it when you refresh the means less often on purpose.
@@ -44,30 +50,55 @@ class VMFLoss(BaseMetricLossFunction):
     """
 
     def __init__(
-        self, num_classes: int, embedding_size: int, kappa: float = 16.0, stale_means_warning_steps: Optional[int] = 1000, **kwargs
+        self,
+        num_classes: int,
+        embedding_size: int,
+        kappa: float = 16.0,
+        *,
+        learn_kappa: bool = False,
+        margin: float = 0.0,
+        stale_means_warning_steps: Optional[int] = 1000,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         check_num_classes_and_size(num_classes, embedding_size)
         check_cosine_distance(self.distance)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
+        self.log_kappa = torch.nn.Parameter(torch.tensor(0.0)) if learn_kappa else None
         self.kappa = kappa
+        if not (math.isfinite(margin) and 0.0 <= margin < 1.0):
+            raise ValueError(f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}.")
+        self.margin = float(margin)
         self.register_buffer("means", torch.zeros(num_classes, embedding_size, dtype=torch.float32))
         self.stale_means_warning_steps = stale_means_warning_steps
         self._means_seen = None  # (tensor id, in-place version) of the means at the last call
         self._calls_with_same_means = 0
         self.add_to_recordable_attributes(
-            list_of_names=["num_classes", "embedding_size", "kappa"], is_stat=False
+            list_of_names=["num_classes", "embedding_size", "kappa", "margin"], is_stat=False
         )
 
     @property
+    def learn_kappa(self) -> bool:
+        return self.log_kappa is not None
+
+    @property
     def kappa(self) -> float:
-        """The shared concentration; must be finite and positive."""
-        return self._kappa
+        """The shared concentration (its current value when learned); must be finite and positive."""
+        return math.exp(self.log_kappa.item()) if self.learn_kappa else self._kappa
 
     @kappa.setter
     def kappa(self, value: float) -> None:
-        self._kappa = check_kappa(value)
+        value = check_kappa(value)
+        if self.learn_kappa:
+            with torch.no_grad():
+                self.log_kappa.fill_(math.log(value))
+        else:
+            self._kappa = value
+
+    def _kappa_for(self, dtype: torch.dtype, device: torch.device) -> "torch.Tensor | float":
+        # A learned kappa stays a tensor so the logits carry its gradient; a fixed one stays a Python float.
+        return self.log_kappa.to(device, dtype).exp() if self.learn_kappa else self._kappa
 
     def get_default_distance(self) -> CosineSimilarity:
         return CosineSimilarity()
@@ -89,6 +120,10 @@ class VMFLoss(BaseMetricLossFunction):
         if num_without_mean:
             self._raise_missing_means(labels[target_has_no_mean])
         self._watch_for_stale_means()
+        if self.margin:
+            # kappa * (cos_y - m) on the target: subtracting kappa * m there is exact (logit = kappa * cos).
+            kappa = self._kappa_for(logits.dtype, logits.device)
+            logits = logits - F.one_hot(labels, self.num_classes).to(logits.dtype) * (kappa * self.margin)
         losses = F.cross_entropy(logits, labels, reduction="none")
         if indices_tuple is not None:
             losses = losses * lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
@@ -127,7 +162,7 @@ class VMFLoss(BaseMetricLossFunction):
             # and one fused multiply-add applies kappa and removes the classes that have no mean (norm 0).
             norms = means.norm(dim=1)
             has_mean = norms > 0
-            scale = torch.where(has_mean, self.kappa / norms, 0.0)
+            scale = torch.where(has_mean, self._kappa_for(dtype, norms.device) / norms, 0.0)
             offset = torch.where(has_mean, 0.0, -torch.inf).to(dtype)
             return torch.addcmul(offset, dots, scale), norms
 

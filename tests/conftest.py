@@ -64,6 +64,18 @@ def digits_folder(tmp_path_factory) -> "os.PathLike":
 
 
 @pytest.fixture(scope="session")
+def digits_closed_set_folder(digits_folder, tmp_path_factory) -> "os.PathLike":
+    """The same digits as root/{train,test}/<class>/ (every fourth image of a class in test): a closed-set tree."""
+    tree = tmp_path_factory.mktemp("digits_closed")
+    for label_dir in digits_folder.iterdir():
+        for n, image in enumerate(sorted(label_dir.iterdir())):
+            target = tree / ("test" if n % 4 == 0 else "train") / label_dir.name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(image)
+    return tree
+
+
+@pytest.fixture(scope="session")
 def uninterrupted_run(digits_folder, tmp_path_factory) -> "os.PathLike":
     """Digits for SHORT_RUN's 3 epochs of 4 steps with TensorBoard on: the run that stopped-and-resumed runs must
     reproduce, and whose logs the logging tests read. Trained once per session, also under pytest-xdist: the first

@@ -84,3 +84,19 @@ def test_a_loss_that_does_not_clear_the_untrained_network_is_flagged():
     table = summary_table(rows, grid).splitlines()
     assert table[2].startswith("| untrained network (train.epochs=0) |  | 1 | 0.550 |")
     assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith("| triplet (not above untrained) | default |")
+
+
+def test_raw_pixel_baseline_scores_flattened_images_with_the_recipe_evaluation(digits_folder, digits_closed_set_folder, tmp_path):
+    """Digits are easy in pixel space: a baseline row near chance (0.2 for the 5 test classes) would be a bug."""
+    out = tmp_path / "raw.csv"
+    args = ["--config", str(DIGITS_CONFIG), "--out", str(out)]
+    run_script(REPO / "benchmarks" / "raw_pixel_baseline.py", *args, "--data-root", str(digits_folder))
+    closed = ["--data-root", str(digits_closed_set_folder), "data.protocol=closed_set"]
+    run_script(REPO / "benchmarks" / "raw_pixel_baseline.py", *args, *closed)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["name"] for r in rows] == ["raw-pixels", "raw-pixels"]
+    assert float(rows[0]["precision_at_1"]) > 0.8 and int(rows[0]["num_query"]) == int(rows[0]["num_unique_query"])
+    assert float(rows[1]["nearest_mean_accuracy"]) > 0.6  # 10 classes: chance is 0.1
+    missing = run_script(REPO / "benchmarks" / "raw_pixel_baseline.py", "--config", str(DIGITS_CONFIG),
+                         "--data-root", str(tmp_path / "nowhere"), expect_success=False)  # fmt: skip
+    assert missing.returncode == 2 and "nowhere" in missing.stderr

@@ -76,6 +76,16 @@ def test_the_vmf_entry_is_vmf_loss_with_its_global_mean_miner():
     assert training_loss.miner.update_every == 3 and training_loss.parameters() == []
 
 
+def test_a_tuned_margin_moves_the_miners_margin_with_it():
+    """Contrastive's grid 0.6/0.8/1.0 on the loss alone trained 0.8 and 1.0 identically (the miner decided)."""
+    miners_by_value = {v: build_training_loss("contrastive", 5, 8, params={"neg_margin": v}).miner for v in (0.6, 0.8, 1.0)}
+    assert [miners_by_value[v].neg_margin for v in (0.6, 0.8, 1.0)] == [0.4, 0.6, 0.8]  # the default gap of 0.2 kept
+    assert miners_by_value[1.0].pos_margin == 0.2
+    assert build_training_loss("triplet", 5, 8, params={"margin": 0.2}).miner.margin == 0.2
+    explicit = build_training_loss("contrastive", 5, 8, params={"neg_margin": 0.6}, miner_params={"neg_margin": 0.5})
+    assert explicit.miner.neg_margin == 0.5  # the config's own miner setting wins
+
+
 def test_proxy_losses_expose_their_parameters_for_their_own_learning_rate():
     assert [p.shape for p in build_training_loss("proxy_anchor", 5, 8).parameters()] == [torch.Size([5, 8])]
 

@@ -37,6 +37,10 @@ def check_config(c: RecipeConfig) -> None:
         raise ConfigError(f"optim.optimizer must be adamw or sgd, got {c.optim.optimizer!r}.")
     if c.optim.scheduler not in ("cosine", "constant"):
         raise ConfigError(f"optim.scheduler must be cosine or constant, got {c.optim.scheduler!r}.")
+    if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
+        raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
+    if c.loss.mean_ema is not None and c.loss.name != "vmf":
+        raise ConfigError(f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
     for key in ("params", "miner_params"):
         unknown = [loss for loss in getattr(c.loss, key) if loss not in LOSSES]
         if unknown:
@@ -74,6 +78,8 @@ def build_model(c: RecipeConfig) -> EmbeddingModel:
         pretrained=c.model.pretrained,
         pretrained_file=c.model.pretrained_file,
         freeze_batchnorm=c.model.freeze_batchnorm,
+        global_pool=c.model.global_pool,
+        feature_layernorm=c.model.feature_layernorm,
     )
 
 
@@ -126,8 +132,13 @@ def build_optimizer(c: RecipeConfig, model: EmbeddingModel, loss: TrainingLoss) 
         {"params": list(model.backbone.parameters()), "lr": backbone_lr},
         {"params": list(model.head.parameters()), "lr": c.optim.lr},
     ]
-    if loss.parameters():
-        groups.append({"params": loss.parameters(), "lr": c.optim.loss_lr})
+    # Loss parameters at their own rate; scalars (a learned kappa) without weight decay, which would pull them to 0.
+    scalars = [p for p in loss.parameters() if p.ndim == 0]
+    tensors = [p for p in loss.parameters() if p.ndim > 0]
+    if tensors:
+        groups.append({"params": tensors, "lr": c.optim.loss_lr})
+    if scalars:
+        groups.append({"params": scalars, "lr": c.optim.loss_lr, "weight_decay": 0.0})
     if c.optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=c.optim.weight_decay)
     return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=c.optim.weight_decay)

@@ -48,6 +48,8 @@ class ModelConfig:
     pretrained_file: Optional[str] = None  # local weights for the backbone: a timm-compatible state dict
     embedding_size: int = 512
     freeze_batchnorm: bool = False  # keep BatchNorm statistics and affine weights fixed, the usual DML setting
+    global_pool: Optional[str] = None  # timm's pooling: avg | max | avgmax | catavgmax; None for the backbone's own
+    feature_layernorm: bool = False  # LayerNorm without affine on the pooled features (ProxyNCA++'s head)
 
 
 @dataclass
@@ -61,6 +63,9 @@ class LossConfig:
     # null) | full_pass (exact means from a pass over the training set after each epoch; no miner)
     mean_update: str = "miner"
     init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
+    # vmf: after every step, move the means of the batch's classes towards its embeddings with this momentum
+    # (CIDER's prototype EMA, on top of the mean_update schedule); null: means change only by mean_update
+    mean_ema: Optional[float] = None
 
 
 @dataclass

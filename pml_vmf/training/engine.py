@@ -17,7 +17,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..class_means import ClassMeanEstimate, compute_class_means
+from ..class_means import ClassMeanEstimate, compute_class_means, ema_update_means
 from ..data import RetrievalSplits, build_transforms, load_rgb
 from ..evaluation import (
     build_accuracy_calculator,
@@ -210,6 +210,10 @@ class RecipeRun:
         if num_non_finite:
             self._raise_non_finite(value.item())
         self.accelerator.backward(loss)
+        if self.config.loss.mean_ema is not None and self.loss.is_vmf:
+            # The global batch, so that every process moves its means identically.
+            ema_update_means(self.loss.loss.means, self.accelerator.gather(embeddings.detach().float()),
+                             self.accelerator.gather(labels), self.config.loss.mean_ema)
         self.loss.sync_parameter_gradients()
         self.optimizer.step()
         self.scheduler.step()
@@ -252,6 +256,8 @@ class RecipeRun:
         if self.loss.is_vmf:
             estimate = self.loss.miner.last_estimate if self.loss.miner is not None else self.mean_estimate
             record = estimate.summary() if estimate is not None else {}
+            if self.loss.loss.learn_kappa:
+                record["vmf/kappa"] = self.loss.loss.kappa
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
         images_seen = progress.loss_steps * self.config.train.batch_size
         return {

@@ -20,6 +20,8 @@ def export_embedding_model(
         "backbone": config.model.backbone,
         "embedding_size": config.model.embedding_size,
         "freeze_batchnorm": config.model.freeze_batchnorm,
+        "global_pool": config.model.global_pool,
+        "feature_layernorm": config.model.feature_layernorm,
         "image_size": config.data.image_size,
         "state_dict": model.state_dict(),
         "class_means": class_means.cpu() if class_means is not None else None,
@@ -33,6 +35,12 @@ def export_embedding_model(
 def load_embedding_model(path: str | Path) -> EmbeddingModel:
     """Rebuilds the embedding model a run exported (``runs/<name>/embedding_model.pt``), in eval mode, on the CPU."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_embedding_model(payload["backbone"], payload["embedding_size"], freeze_batchnorm=payload["freeze_batchnorm"])
+    model = create_embedding_model(
+        payload["backbone"],
+        payload["embedding_size"],
+        freeze_batchnorm=payload["freeze_batchnorm"],
+        global_pool=payload.get("global_pool"),  # absent from files exported before 0.2
+        feature_layernorm=payload.get("feature_layernorm", False),
+    )
     model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -26,6 +26,9 @@ class LossSpec:
         takes_classes: whether it takes ``num_classes`` and ``embedding_size`` (proxy and classifier losses).
         tuning: its main hyper-parameter and the values ``recipes/benchmark.py --tune default`` tries (the default
             and one step either side), or None.
+        miner_follows: loss parameters whose miner namesake moves with them, keeping the gap between their
+            defaults (a margin tuned on the loss alone leaves the miner's margin deciding which pairs are formed:
+            contrastive's neg_margin 0.8 and 1.0 then train identically).
     """
 
     loss: Callable
@@ -34,12 +37,22 @@ class LossSpec:
     miner_defaults: dict = field(default_factory=dict)
     takes_classes: bool = False
     tuning: Optional[tuple] = None
+    miner_follows: tuple = ()
+
+    def miner_kwargs(self, params: dict, miner_params: dict) -> dict:
+        """The miner's keyword arguments: its defaults, moved with the loss's followed parameters, then the
+        config's explicit ``miner_params`` (which always win)."""
+        kwargs = dict(self.miner_defaults)
+        for key in self.miner_follows:
+            if key in params and key in kwargs:
+                kwargs[key] = round(kwargs[key] + float(params[key]) - self.defaults[key], 12)
+        return dict(kwargs, **miner_params)
 
 
 LOSSES: dict = {
     "vmf": LossSpec(VMFLoss, {"kappa": 16.0}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True, tuning=("kappa", (8.0, 16.0, 32.0))),
-    "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, tuning=("margin", (0.05, 0.1, 0.2))),
-    "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, tuning=("neg_margin", (0.6, 0.8, 1.0))),
+    "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, tuning=("margin", (0.05, 0.1, 0.2)), miner_follows=("margin",)),
+    "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, tuning=("neg_margin", (0.6, 0.8, 1.0)), miner_follows=("pos_margin", "neg_margin")),
     "multi_similarity": LossSpec(losses.MultiSimilarityLoss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}, miners.MultiSimilarityMiner, {"epsilon": 0.1}, tuning=("base", (0.3, 0.5, 0.7))),
     "circle": LossSpec(losses.CircleLoss, {"m": 0.4, "gamma": 80.0}),
     "supcon": LossSpec(losses.SupConLoss, {"temperature": 0.1}),
@@ -111,16 +124,21 @@ class TrainingLoss:
     def sync_parameter_gradients(self) -> None:
         """Averages loss-parameter gradients over processes, undoing the wrapper's scale by the world size.
 
+        For vMF (not wrapped), a learned kappa's gradient is the plain average over processes.
+
         PML's wrapper computes the global-batch loss on every process and multiplies it by the world size so that
         DDP's gradient average gives the embeddings their true gradient. The proxies are not in DDP: their gradient
         is the world size times the true one on every process; averaging and dividing restores it exactly.
         """
-        if not self._wrapped:
+        if self._world_size == 1:
             return
+        # vMF is not wrapped: each process's loss is its own batch's mean, so a learned kappa's gradients are
+        # averaged over processes, as DDP does for the network's.
+        divisor = self._world_size**2 if self._wrapped else self._world_size
         for parameter in self.parameters():
             if parameter.grad is not None:
                 torch.distributed.all_reduce(parameter.grad)
-                parameter.grad /= self._world_size**2
+                parameter.grad /= divisor
 
 
 def build_training_loss(
@@ -156,7 +174,7 @@ def build_training_loss(
     loss = _construct(spec.loss, kwargs, f"loss.params for {name}")
     miner = None
     if spec.miner is not None and use_miner:
-        miner_kwargs = dict(spec.miner_defaults, **(miner_params or {}))
+        miner_kwargs = spec.miner_kwargs(params or {}, miner_params or {})
         if spec.miner is GlobalMeanMiner:
             miner = _construct(lambda **kw: GlobalMeanMiner(loss, **kw), miner_kwargs, f"loss.miner_params for {name}")
         else:

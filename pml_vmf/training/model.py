@@ -14,19 +14,23 @@ from .config import ConfigError
 
 
 class EmbeddingModel(torch.nn.Module):
-    """``backbone`` pooled features -> ``head`` (linear) -> embeddings, not normalised (losses normalise).
+    """``backbone`` pooled features -> ``feature_norm`` -> ``head`` (linear) -> embeddings, not normalised (losses
+    normalise).
 
     Attributes:
         backbone: a timm model created with ``num_classes=0``.
         head: ``Linear(width, embedding_size)``, ``width`` being the backbone's output width: timm's
             ``head_hidden_size`` where the model has one (MobileNetV3, whose ``num_classes=0`` output passes a
             pre-logits layer), else ``num_features``.
+        feature_norm: ``LayerNorm`` without affine when built with ``feature_layernorm``, else ``Identity``.
     """
 
-    def __init__(self, backbone: torch.nn.Module, embedding_size: int) -> None:
+    def __init__(self, backbone: torch.nn.Module, embedding_size: int, feature_layernorm: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        # ProxyNCA++'s head normalises the pooled features without an affine (no parameters, no state).
+        self.feature_norm = torch.nn.LayerNorm(width, elementwise_affine=False) if feature_layernorm else torch.nn.Identity()
         self.head = torch.nn.Linear(width, embedding_size)
 
     @property
@@ -34,7 +38,7 @@ class EmbeddingModel(torch.nn.Module):
         return self.head.out_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        return self.head(self.feature_norm(self.backbone(images)))
 
 
 def _hub_is_offline() -> bool:
@@ -48,6 +52,8 @@ def create_embedding_model(
     pretrained: bool = False,
     pretrained_file: Optional[str] = None,
     freeze_batchnorm: bool = False,
+    global_pool: Optional[str] = None,
+    feature_layernorm: bool = False,
 ) -> EmbeddingModel:
     """Builds any timm backbone by name with an embedding head.
 
@@ -59,6 +65,9 @@ def create_embedding_model(
             ``.safetensors``); works offline.
         freeze_batchnorm: replace BatchNorm layers by frozen ones (fixed statistics and affine weights), the usual
             setting for fine-tuning with small per-class batches, and what makes one process and many identical.
+        global_pool: timm's global pooling (``avg``, ``max``, ``avgmax``, ``catavgmax``); None keeps the backbone's.
+            ProxyNCA++ (Teh et al., ECCV 2020) pools with max + average: ``avgmax`` with ``feature_layernorm``.
+        feature_layernorm: LayerNorm without affine parameters between the pooled features and the linear head.
 
     Raises:
         ConfigError: for a backbone timm does not know, a missing weight file, or hub weights asked for offline.
@@ -79,7 +88,14 @@ def create_embedding_model(
                 "or train from scratch with model.pretrained=false."
             )
         kwargs = dict(pretrained=True)
-    network = timm.create_model(backbone, num_classes=0, **kwargs)
+    if global_pool is not None:
+        kwargs["global_pool"] = global_pool
+    try:
+        network = timm.create_model(backbone, num_classes=0, **kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        if global_pool is None:
+            raise
+        raise ConfigError(f"model.global_pool={global_pool!r} is not a pooling {backbone} takes ({error}); timm's are avg, max, avgmax, catavgmax.") from error
     if freeze_batchnorm:
         network = freeze_batch_norm_2d(network)
-    return EmbeddingModel(network, embedding_size)
+    return EmbeddingModel(network, embedding_size, feature_layernorm=feature_layernorm)
