@@ -6,6 +6,16 @@ from .class_means import ClassMeanEstimate, compute_class_means, estimate_class_
 from .global_mean_miner import GlobalMeanMiner
 from .vmf_loss import VMFLoss
 
+
+
+def load_embedder(path, device="cpu"):
+    """Loads a trained embedding model for use: see :func:`pml_vmf.inference.load_embedder` (needs the recipes
+    extra, ``pip install "pml-vmf[recipes]"``, for timm)."""
+    from .inference import load_embedder as load
+
+    return load(path, device)
+
+
 __all__ = [
     "ClassMeanEstimate",
     "GlobalMeanMiner",
@@ -13,4 +23,5 @@ __all__ = [
     "compute_class_means",
     "estimate_class_means",
     "estimate_concentration",
+    "load_embedder",
 ]

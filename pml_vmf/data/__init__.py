@@ -6,7 +6,7 @@ from .image_dataset import ImageDataset, UnreadableImageError, load_rgb
 from .labelled_images import LabelledImages, RetrievalSplits, class_disjoint_halves, hold_out_validation
 from .protocols import PROTOCOL_COUNTS, READERS, load_protocol
 from .sampler import MPerClassBatchSampler
-from .transforms import build_transforms
+from .transforms import build_transforms, eval_transform_from_settings, eval_transform_settings
 
 __all__ = [
     "DatasetNotFoundError",
@@ -18,6 +18,8 @@ __all__ = [
     "RetrievalSplits",
     "UnreadableImageError",
     "build_transforms",
+    "eval_transform_from_settings",
+    "eval_transform_settings",
     "class_disjoint_halves",
     "hold_out_validation",
     "load_protocol",

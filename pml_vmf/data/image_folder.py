@@ -40,6 +40,42 @@ def _warn_skipped(root: Path, what: str, paths: list) -> None:
     warnings.warn(f"Image folder {root}: skipped {len(paths)} {what}: {shown}", UserWarning, stacklevel=3)
 
 
+def _scan_images(folder: Path, not_images: list, unreadable: list) -> list:
+    """The readable images under ``folder`` at any depth, sorted; appends what it skips to the two lists."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            not_images.append(path)
+        elif (reason := _header_error(path)) is not None:
+            unreadable.append(f"{path} ({reason})")
+        else:
+            found.append(path)
+    return found
+
+
+def _warn_unusable(root: Path, not_images: list, unreadable: list) -> None:
+    _warn_skipped(root, f"file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}, any case)", not_images)
+    _warn_skipped(root, "image(s) PIL cannot read", unreadable)
+
+
+def list_images(root: Path) -> list:
+    """Every readable image under ``root``, at any depth, sorted by path; other files and images whose header PIL
+    cannot read are skipped with a warning that names them.
+
+    Raises:
+        DatasetNotFoundError: when ``root`` is not a folder or holds no readable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"Image folder {root} does not exist (or is not a folder).")
+    not_images, unreadable = [], []
+    paths = _scan_images(root, not_images, unreadable)
+    _warn_unusable(root, not_images, unreadable)
+    if not paths:
+        raise DatasetNotFoundError(f"No readable images ({', '.join(IMAGE_EXTENSIONS)}, any case) found under {root}.")
+    return paths
+
+
 def read_class_tree(root: Path, class_names: Optional[list] = None) -> tuple:
     """Every readable image under ``root/<class>/`` (at any depth), labelled by the index of its class in
     ``class_names`` (default: the class folders in sorted order).
@@ -58,22 +94,14 @@ def read_class_tree(root: Path, class_names: Optional[list] = None) -> tuple:
     paths, labels = [], []
     not_images, unreadable, empty, single = [], [], [], []
     for label, name in enumerate(class_names):
-        found = 0
-        for path in sorted(p for p in (root / name).rglob("*") if p.is_file()):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                not_images.append(path)
-            elif (reason := _header_error(path)) is not None:
-                unreadable.append(f"{path} ({reason})")
-            else:
-                paths.append(path)
-                labels.append(label)
-                found += 1
-        if found == 0 and (root / name).is_dir():
+        found = _scan_images(root / name, not_images, unreadable)
+        paths += found
+        labels += [label] * len(found)
+        if not found and (root / name).is_dir():
             empty.append(root / name)
-        elif found == 1:
+        elif len(found) == 1:
             single.append(root / name)
-    _warn_skipped(root, f"file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}, any case)", not_images)
-    _warn_skipped(root, "image(s) PIL cannot read", unreadable)
+    _warn_unusable(root, not_images, unreadable)
     _warn_skipped(root, "class folder(s) with no readable image", empty)
     _warn_skipped(root, "file(s) outside any class folder (expected root/<class>/<image>)", sorted(p for p in root.iterdir() if p.is_file()))
     if single:

@@ -27,15 +27,37 @@ def build_transforms(
     Returns:
         ``(train_transform, eval_transform)``.
     """
-    data_config = resolve_data_config({"input_size": (3, image_size, image_size)}, model=model)
-    common = dict(
-        input_size=data_config["input_size"],
-        interpolation=data_config["interpolation"],
-        mean=tuple(mean) if mean is not None else data_config["mean"],
-        std=tuple(std) if std is not None else data_config["std"],
-    )
+    settings = eval_transform_settings(model, image_size, mean=mean, std=std)
+    common = {k: v for k, v in settings.items() if k not in ("crop_pct", "crop_mode")}
     train: Callable = create_transform(
         **common, is_training=True, scale=tuple(train_scale), hflip=hflip, color_jitter=color_jitter or None
     )
-    evaluation: Callable = create_transform(**common, crop_pct=data_config["crop_pct"], crop_mode=data_config.get("crop_mode"))
-    return train, evaluation
+    return train, eval_transform_from_settings(settings)
+
+
+def eval_transform_settings(
+    model: torch.nn.Module, image_size: int, *, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+) -> dict:
+    """The eval transform as plain values (JSON-ready): timm's data config for ``model`` at ``image_size``, with
+    ``mean`` and ``std`` overridden where given. :func:`eval_transform_from_settings` rebuilds the transform."""
+    data_config = resolve_data_config({"input_size": (3, image_size, image_size)}, model=model)
+    return {
+        "input_size": [int(v) for v in data_config["input_size"]],
+        "interpolation": str(data_config["interpolation"]),
+        "mean": [float(v) for v in (mean if mean is not None else data_config["mean"])],
+        "std": [float(v) for v in (std if std is not None else data_config["std"])],
+        "crop_pct": float(data_config["crop_pct"]),
+        "crop_mode": data_config.get("crop_mode"),
+    }
+
+
+def eval_transform_from_settings(settings: dict) -> Callable:
+    """Resize, center crop, to tensor, normalise: the transform :func:`eval_transform_settings` describes."""
+    return create_transform(
+        input_size=tuple(settings["input_size"]),
+        interpolation=settings["interpolation"],
+        mean=tuple(settings["mean"]),
+        std=tuple(settings["std"]),
+        crop_pct=settings["crop_pct"],
+        crop_mode=settings.get("crop_mode"),
+    )

@@ -3,7 +3,7 @@
 from .classification import predict_with_loss
 from .embedding import embed_dataset
 from .faiss_index import FaissIndexKNN
-from .plots import plot_benchmark, plot_retrieval_grid, plot_training_curves, plot_tuning_curves
+from .plots import plot_benchmark, plot_retrieval_grid, plot_search_grid, plot_training_curves, plot_tuning_curves
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "nearest_mean_accuracy",
     "plot_benchmark",
     "plot_retrieval_grid",
+    "plot_search_grid",
     "plot_training_curves",
     "plot_tuning_curves",
     "predict_with_loss",

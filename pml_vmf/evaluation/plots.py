@@ -190,3 +190,33 @@ def plot_tuning_curves(rows: Sequence[dict], grid: dict, folder: Path) -> list:
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
+
+
+def plot_search_grid(queries: list, results: list, scores: torch.Tensor, path: Path, max_queries: int = 8, top_k: int = 5) -> Path:
+    """Unlabelled search results: each query (first column) with its nearest images and their cosine similarity.
+
+    Args:
+        queries: PIL images.
+        results: per query, the PIL images of its results, best first.
+        scores: ``(Q, k)`` cosine similarities of those results.
+        path: the PNG to write.
+    """
+    rows = min(max_queries, len(queries))
+    cols = min(top_k, max((len(r) for r in results[:rows]), default=0)) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    for row in range(rows):
+        axes[row, 0].imshow(queries[row])
+        axes[row, 0].set_title("query", fontsize=8)
+        for col, image in enumerate(results[row][: cols - 1], start=1):
+            axes[row, col].imshow(image)
+            axes[row, col].set_title(f"#{col} cos {float(scores[row, col - 1]):.3f}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if not ax.images:
+                ax.set_axis_off()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -440,8 +440,11 @@ class RecipeRun:
 
     def export_embedding_model(self) -> Path:
         """Writes ``embedding_model.pt``: see :func:`~pml_vmf.training.export.load_embedding_model`."""
-        means = self.loss.loss.means if self.loss.is_vmf else None
-        return export_embedding_model(self.run.embedding_model, self.config, self.unwrapped_model, means)
+        vmf = self.loss.loss if self.loss.is_vmf else None
+        return export_embedding_model(
+            self.run.embedding_model, self.config, self.unwrapped_model, vmf.means if vmf is not None else None,
+            kappa=vmf.kappa if vmf is not None else None, class_names=self.splits.train.class_names,
+        )  # fmt: skip
 
     def write_plots(self) -> list:
         records = self.run.read_metrics_log()

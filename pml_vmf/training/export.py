@@ -7,16 +7,28 @@ from typing import Optional
 
 import torch
 
+from ..data import eval_transform_settings
 from .config import RecipeConfig
 from .model import EmbeddingModel, create_embedding_model
 
 
 def export_embedding_model(
-    path: Path, config: RecipeConfig, model: EmbeddingModel, class_means: Optional[torch.Tensor] = None
+    path: Path,
+    config: RecipeConfig,
+    model: EmbeddingModel,
+    class_means: Optional[torch.Tensor] = None,
+    *,
+    kappa: Optional[float] = None,
+    class_names: Optional[list] = None,
 ) -> Path:
-    """Saves what :func:`load_embedding_model` needs, atomically: the architecture's config, the weights and the vMF
-    means (None for other losses)."""
+    """Saves what :func:`load_embedding_model` and :func:`pml_vmf.load_embedder` need, atomically: the
+    architecture's config, the weights, the eval transform's settings, the vMF means and kappa (None for other
+    losses) and the training classes' names (None where the dataset has none)."""
     payload = {
+        "eval_transform": eval_transform_settings(model.backbone, config.data.image_size, mean=config.data.mean, std=config.data.std),
+        "kappa": kappa,
+        "class_names": list(class_names) if class_names is not None else None,
+        "loss": config.loss.name,
         "backbone": config.model.backbone,
         "embedding_size": config.model.embedding_size,
         "freeze_batchnorm": config.model.freeze_batchnorm,

@@ -1,0 +1,79 @@
+"""Export a trained run as a self-contained model folder: ``python recipes/export.py --run runs/NAME --out FOLDER``.
+
+The folder holds ``embedder.json`` (timm backbone, embedding width, eval transform, class names, vMF kappa) and
+``model.safetensors`` (plus ``class_means.safetensors`` for vMF); ``pml_vmf.load_embedder(FOLDER)`` loads it without
+the training config. ``--format torchscript onnx`` adds ``model.torchscript.pt`` and ``model.onnx``; each copy is
+checked against the eager model on a batch of real images (``--check-images``, default: the run's test images where
+its dataset is found) and the export fails when they differ by more than ``--atol``.
+
+    python recipes/export.py --run runs/emoji-pretrained-vmf --out exports/emoji --format safetensors torchscript onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pml_vmf.data import DatasetNotFoundError
+from pml_vmf.data.image_folder import list_images
+from pml_vmf.inference import ExportNotFoundError, load_embedder
+from pml_vmf.inference.export import FORMATS, export_embedder
+
+CHECK_IMAGES = 8
+
+
+def main(argv: list) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, type=Path, help="a run folder (or its embedding_model.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="the export folder to write")
+    parser.add_argument("--format", nargs="+", default=["safetensors"], choices=FORMATS, help="safetensors is always written")
+    parser.add_argument("--check-images", type=Path, help="a folder of real images for the numeric check")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest difference of unit embeddings accepted")
+    args = parser.parse_args(argv)
+    try:
+        embedder = load_embedder(args.run)
+        images = list_images(args.check_images or _test_images_of(args.run))[:CHECK_IMAGES]
+        batch = torch.stack([embedder.transform(image) for image in _open(images)])
+        differences = export_embedder(embedder, args.out, args.format, batch)
+    except (ExportNotFoundError, DatasetNotFoundError, ValueError, ImportError) as error:
+        print(f"export.py: {error}", file=sys.stderr)
+        return 2
+    for name, difference in differences.items():
+        print(f"{name}: largest difference from the eager model on {len(batch)} real images {difference:.2e}")
+    failed = {k: v for k, v in differences.items() if not v <= args.atol}
+    if failed:
+        print(f"export.py: {', '.join(failed)} differ from the eager model by more than --atol {args.atol}.", file=sys.stderr)
+        return 1
+    print(f"Exported to {args.out}: load it with pml_vmf.load_embedder({str(args.out)!r}).")
+    return 0
+
+
+def _test_images_of(run: Path) -> Path:
+    """The run's test images, from its config, where they are on this machine."""
+    from pml_vmf.training import load_config
+
+    config_file = (run if run.is_dir() else run.parent) / "config.yaml"
+    root = load_config(config_file).data.root if config_file.is_file() else None
+    for candidate in (Path(root) / "test", Path(root)) if root else ():
+        if candidate.is_dir():
+            return candidate
+    raise DatasetNotFoundError(f"The run's dataset folder ({root}) is not here: give real images with --check-images FOLDER.")
+
+
+def _open(paths: list) -> list:
+    from PIL import Image
+
+    from pml_vmf.data.image_dataset import rgb_on_white
+
+    opened = []
+    for path in paths:
+        with Image.open(path) as image:
+            opened.append(rgb_on_white(image))
+    return opened
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

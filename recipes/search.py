@@ -1,0 +1,81 @@
+"""Search an index with query images: ``python recipes/search.py --index INDEX --query IMAGE_OR_FOLDER -k 10``.
+
+Prints each query's nearest indexed images with their cosine similarity and writes a retrieval grid picture
+(``--grid``, default INDEX/search_grid.png). ``--classify`` also prints the nearest training class mean and its
+probability under the vMF posterior, ``softmax(kappa * cos)``, for a model trained with vMF on a closed set. The
+model is the one the index was built with (``--model`` overrides it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pml_vmf.data import DatasetNotFoundError
+from pml_vmf.data.image_folder import IMAGE_EXTENSIONS, list_images
+from pml_vmf.inference import EmbeddingIndex, ExportNotFoundError, load_embedder
+
+
+def main(argv: list) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, type=Path)
+    parser.add_argument("--query", required=True, type=Path, help="an image, or a folder of images")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--model", type=Path, help="default: the model the index was built with")
+    parser.add_argument("--classify", action="store_true", help="nearest class mean and its vMF posterior probability")
+    parser.add_argument("--grid", type=Path, help="the retrieval grid picture (default INDEX/search_grid.png)")
+    args = parser.parse_args(argv)
+    try:
+        index = EmbeddingIndex.load(args.index)
+        embedder = load_embedder(args.model or index.meta["model"])
+        queries = _query_images(args.query)
+        embeddings = embedder.embed_images(queries)
+        result = index.search(embeddings, args.k)
+        classes = embedder.classify(embeddings) if args.classify else None
+    except (ExportNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
+        print(f"search.py: {error}", file=sys.stderr)
+        return 2
+    for q, query in enumerate(queries):
+        print(f"{query}")
+        if classes is not None:
+            label, probability = int(classes[0][q]), float(classes[1][q])
+            names = embedder.config.class_names
+            print(f"  class: {names[label] if names else label} (vMF posterior {probability:.3f})")
+        for score, path in zip(result.scores[q].tolist(), result.paths[q]):
+            print(f"  {score:.4f}  {path}")
+    grid = args.grid or args.index / "search_grid.png"
+    _plot(queries, result, grid)
+    print(f"Retrieval grid: {grid}")
+    return 0
+
+
+def _query_images(query: Path) -> list:
+    if query.is_dir():
+        return list_images(query)
+    if not query.is_file():
+        raise FileNotFoundError(f"Query {query} does not exist.")
+    from PIL import Image
+
+    try:
+        with Image.open(query) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for files that are not images
+        raise ValueError(f"Query {query} is not an image PIL can read ({type(error).__name__}); give an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder.") from error
+    return [query]
+
+
+def _plot(queries: list, result, path: Path) -> None:
+    from PIL import Image
+
+    from pml_vmf.evaluation.plots import plot_search_grid
+
+    def load(p):
+        with Image.open(p) as image:
+            return image.convert("RGB")
+
+    plot_search_grid([load(q) for q in queries], [[load(p) for p in row if p] for row in result.paths], result.scores, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
