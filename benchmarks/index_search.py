@@ -27,11 +27,17 @@ def measure(
 ) -> list:
     """Rows for a collection of ``size`` random unit vectors, queries being fresh random vectors: one per kind and
     search setting (IVF's ``nprobe``, HNSW's ``efSearch``; one build per kind)."""
-    import faiss
-
     generator = torch.Generator().manual_seed(seed)
     data = torch.nn.functional.normalize(torch.randn(size, dim, generator=generator), dim=1)
     queries = torch.nn.functional.normalize(torch.randn(num_queries, dim, generator=generator), dim=1)
+    return measure_vectors(data, queries, kinds, nprobes, ef_searches, nlist)
+
+
+def measure_vectors(data: torch.Tensor, queries: torch.Tensor, kinds: list, nprobes: list, ef_searches: list, nlist=None) -> list:
+    """The rows of :func:`measure` for given vectors and queries."""
+    import faiss
+
+    size, dim, num_queries = len(data), data.shape[1], len(queries)
     rows, exact = [], None
     for kind in ["flat"] + [k for k in kinds if k != "flat"]:
         index = EmbeddingIndex(dim, kind, nlist=nlist)
@@ -58,6 +64,20 @@ def measure(
     return rows if "flat" in kinds else [r for r in rows if r["kind"] != "flat"]
 
 
+def embedded_folder_rows(model: Path, images: Path, num_queries: int, args) -> list:
+    """End to end on real images: embed the folder (timed), then the index rows with its first images as queries."""
+    from pml_vmf import load_embedder
+
+    embedder = load_embedder(model)
+    started = time.perf_counter()
+    embeddings, _ = embedder.embed_folder(images, batch_size=128, num_workers=1)
+    seconds = time.perf_counter() - started
+    print(f"embedded {len(embeddings)} images at {embedder.config.image_size} px in {seconds:.1f} s "
+          f"({len(embeddings) / seconds:.0f} images/s, {torch.get_num_threads()} threads)", flush=True)  # fmt: skip
+    rows = measure_vectors(embeddings, embeddings[:num_queries], args.kinds, args.nprobe, args.ef_search, args.nlist)
+    return [dict(row, embed_s=round(seconds, 1), images=str(images)) for row in rows]
+
+
 def _settings(index: EmbeddingIndex) -> str:
     if index.kind == "ivf":
         return f"nlist={index.nlist} nprobe={index.nprobe}"
@@ -76,8 +96,13 @@ def main(argv: list) -> int:
     parser.add_argument("--nprobe", nargs="+", type=int, default=[16, 128], help="IVF lists visited per query")
     parser.add_argument("--ef-search", nargs="+", type=int, default=[64, 256], help="HNSW candidates per query")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--model", type=Path, help="with --images: index real embeddings instead of random vectors")
+    parser.add_argument("--images", type=Path, help="a folder of images, embedded (timed) with --model")
     args = parser.parse_args(argv)
-    rows = [row for size in args.sizes for row in measure(size, args.dim, args.queries, args.kinds, args.nprobe, args.ef_search, args.nlist)]
+    if args.model is not None:
+        rows = embedded_folder_rows(args.model, args.images, args.queries, args)
+    else:
+        rows = [row for size in args.sizes for row in measure(size, args.dim, args.queries, args.kinds, args.nprobe, args.ef_search, args.nlist)]
     print("| vectors | kind | settings | build s | search s / 1,000 queries | recall@10 vs flat | index MiB |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for r in rows:

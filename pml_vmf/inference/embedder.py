@@ -114,7 +114,8 @@ class Embedder:
             batch_size: images per forward pass (per process).
             num_workers: DataLoader workers.
             accelerator: an ``accelerate.Accelerator``: each process embeds its share of the images and every process
-                gets all embeddings, in the order of the returned paths. None: this process does all.
+                gets all embeddings, in the order of the returned paths, under its mixed precision (``accelerate
+                launch --mixed_precision bf16``). None: this process does all, in float32.
             progress: show a progress bar (on the main process).
 
         Returns:
@@ -131,8 +132,9 @@ class Embedder:
             loader, gather = accelerator.prepare(loader), accelerator.gather_for_metrics
         show = progress and (accelerator is None or accelerator.is_local_main_process)
         embeddings, _, indices = embed_dataset(
-            _Normalised(self.model), _progress(loader, show, f"embedding {len(paths)} images"), device=self.device, gather=gather
-        )
+            _Normalised(self.model), _progress(loader, show, f"embedding {len(paths)} images"), device=self.device,
+            gather=gather, autocast=accelerator.autocast if accelerator is not None else None,
+        )  # fmt: skip
         return embeddings, [str(paths[i]) for i in indices.tolist()]
 
     def classify(self, embeddings: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
