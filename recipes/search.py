@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pml_vmf.data import DatasetNotFoundError
-from pml_vmf.data.image_folder import IMAGE_EXTENSIONS, list_images
+from pml_vmf.data.image_folder import IMAGE_EXTENSIONS, image_header_error, list_images
 from pml_vmf.inference import EmbeddingIndex, ExportNotFoundError, load_embedder
 
 
@@ -55,13 +55,9 @@ def _query_images(query: Path) -> list:
         return list_images(query)
     if not query.is_file():
         raise FileNotFoundError(f"Query {query} does not exist.")
-    from PIL import Image
-
-    try:
-        with Image.open(query) as image:
-            image.verify()
-    except Exception as error:  # PIL raises many types for files that are not images
-        raise ValueError(f"Query {query} is not an image PIL can read ({type(error).__name__}); give an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder.") from error
+    reason = image_header_error(query)
+    if reason is not None:
+        raise ValueError(f"Query {query} is not an image PIL can read ({reason}); give an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder.")
     return [query]
 
 

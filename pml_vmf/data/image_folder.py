@@ -23,7 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 SHOWN = 5  # files named per warning
 
 
-def _header_error(path: Path) -> Optional[str]:
+def image_header_error(path: Path) -> Optional[str]:
     """Why PIL cannot read ``path``'s header, or None when it can (``verify`` checks PNG chunks fully, JPEGs less)."""
     try:
         with Image.open(path) as image:
@@ -46,7 +46,7 @@ def _scan_images(folder: Path, not_images: list, unreadable: list) -> list:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             not_images.append(path)
-        elif (reason := _header_error(path)) is not None:
+        elif (reason := image_header_error(path)) is not None:
             unreadable.append(f"{path} ({reason})")
         else:
             found.append(path)
