@@ -57,6 +57,7 @@ class EmbeddingIndex:
         self.dim, self.kind = int(dim), kind
         self.nlist, self.nprobe, self.hnsw_m, self.ef_search = nlist, nprobe, hnsw_m, ef_search
         self.paths: list = []
+        self.meta: dict = {}  # what index.json recorded, once loaded (the model, the image folder)
         self._index = None
 
     def __len__(self) -> int:
