@@ -15,8 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from pml_vmf.data import DatasetNotFoundError
 from pml_vmf.data.image_folder import list_images
 from pml_vmf.inference import ExportNotFoundError, load_embedder
@@ -36,7 +34,7 @@ def main(argv: list) -> int:
     try:
         embedder = load_embedder(args.run)
         images = list_images(args.check_images or _test_images_of(args.run))[:CHECK_IMAGES]
-        batch = torch.stack([embedder.transform(image) for image in _open(images)])
+        batch = embedder.transform_images(images)
         differences = export_embedder(embedder, args.out, args.format, batch)
     except (ExportNotFoundError, DatasetNotFoundError, ValueError, ImportError) as error:
         print(f"export.py: {error}", file=sys.stderr)
@@ -61,18 +59,6 @@ def _test_images_of(run: Path) -> Path:
         if candidate.is_dir():
             return candidate
     raise DatasetNotFoundError(f"The run's dataset folder ({root}) is not here: give real images with --check-images FOLDER.")
-
-
-def _open(paths: list) -> list:
-    from PIL import Image
-
-    from pml_vmf.data.image_dataset import rgb_on_white
-
-    opened = []
-    for path in paths:
-        with Image.open(path) as image:
-            opened.append(rgb_on_white(image))
-    return opened
 
 
 if __name__ == "__main__":

@@ -93,10 +93,13 @@ class Embedder:
         """Embeds a batch already transformed, ``(N, 3, H, W)``; returns ``(N, embedding_size)`` unit vectors."""
         return F.normalize(self.model(images.to(self.device)).float(), dim=1)
 
+    def transform_images(self, images: Sequence[Union[Image.Image, str, Path]]) -> torch.Tensor:
+        """PIL images or image files as the model's input batch: the eval transform, transparency onto white."""
+        return torch.stack([self.transform(_as_rgb(image)) for image in images])
+
     def embed_images(self, images: Sequence[Union[Image.Image, str, Path]]) -> torch.Tensor:
         """Embeds PIL images or image files (transparent ones composited onto white, as in training)."""
-        batch = torch.stack([self.transform(_as_rgb(image)) for image in images])
-        return self.embed_tensor(batch).cpu()
+        return self.embed_tensor(self.transform_images(images)).cpu()
 
     def embed_folder(
         self,
@@ -132,7 +135,7 @@ class Embedder:
             loader, gather = accelerator.prepare(loader), accelerator.gather_for_metrics
         show = progress and (accelerator is None or accelerator.is_local_main_process)
         embeddings, _, indices = embed_dataset(
-            _Normalised(self.model), _progress(loader, show, f"embedding {len(paths)} images"), device=self.device,
+            UnitEmbeddings(self.model), _progress(loader, show, f"embedding {len(paths)} images"), device=self.device,
             gather=gather, autocast=accelerator.autocast if accelerator is not None else None,
         )  # fmt: skip
         return embeddings, [str(paths[i]) for i in indices.tolist()]
@@ -173,7 +176,9 @@ class Embedder:
         return folder
 
 
-class _Normalised(torch.nn.Module):
+class UnitEmbeddings(torch.nn.Module):
+    """The network with the L2 normalisation every consumer applies: it outputs unit vectors (also in exports)."""
+
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model

@@ -6,24 +6,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .embedder import Embedder
+from .embedder import Embedder, UnitEmbeddings
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
-
-
-class _UnitEmbeddings(torch.nn.Module):
-    """The network with the L2 normalisation every consumer applies, so exported graphs output unit vectors."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model(images), dim=1)
 
 
 def export_embedder(embedder: Embedder, folder: Path, formats: Sequence[str], check_batch: torch.Tensor) -> dict:
@@ -54,7 +42,7 @@ def export_embedder(embedder: Embedder, folder: Path, formats: Sequence[str], ch
 
     folder = Path(folder)
     embedder.save(folder)
-    network = _UnitEmbeddings(embedder.model.cpu()).eval()
+    network = UnitEmbeddings(embedder.model.cpu()).eval()
     with torch.no_grad():
         eager = network(check_batch)
         differences = {"safetensors": (load_embedder(folder).embed_tensor(check_batch) - eager).abs().max().item()}
