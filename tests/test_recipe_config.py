@@ -224,6 +224,8 @@ def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch(
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
+        (["train.early_stopping_patience=0"], "at least 1"),
+        (["train.early_stopping_patience=true"], "early_stopping_patience is a number of epochs"),
     ],
 )
 def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(overrides, message):

@@ -88,6 +88,23 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterr
 
 
 @pytest.mark.slow
+def test_early_stopping_tests_the_best_checkpoint_once_patience_runs_out_and_resume_does_not_train_on(digits_folder, tmp_path):
+    """A network that cannot change (learning rates 0, BatchNorm frozen) scores the same every epoch, so epoch 0 stays
+    the best: with patience 2 the run validates epochs 0, 1, 2, skips 3 and 4, and tests epoch 0's checkpoint."""
+    frozen = ["optim.lr=0", "optim.loss_lr=0", "model.freeze_batchnorm=true", "train.epochs=5"]
+    args = [*_common(digits_folder, tmp_path), "run.name=patient", *frozen, "train.early_stopping_patience=2"]
+    finished = run_train_script(*args)
+    assert "Early stopping before epoch 3" in finished.stdout
+    run = tmp_path / "patient"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [("val", 0), ("val", 1), ("val", 2), ("test", 0)]
+    assert len({r["mean_average_precision_at_r"] for r in records[:3]}) == 1  # the premise: nothing improved
+    resumed = run_train_script("--resume", str(run))
+    assert "Early stopping before epoch 3" in resumed.stdout
+    assert [json.loads(line)["split"] for line in (run / "metrics.jsonl").read_text().splitlines()].count("val") == 3
+
+
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_without_touching_the_last_good_checkpoint(digits_folder, tmp_path):
     completed = run_script(HOOK_WORKER, "nan", "6", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
     assert completed.returncode == 3, completed.stderr[-4000:]

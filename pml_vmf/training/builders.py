@@ -41,6 +41,12 @@ def check_config(c: RecipeConfig) -> None:
         raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
     if c.loss.mean_ema is not None and c.loss.name != "vmf":
         raise ConfigError(f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+    patience = c.train.early_stopping_patience
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(
+            f"train.early_stopping_patience is a number of epochs without a better validation MAP@R, at least 1 "
+            f"(e.g. 3), or null to train all train.epochs; got {patience!r}."
+        )
     for key in ("params", "miner_params"):
         unknown = [loss for loss in getattr(c.loss, key) if loss not in LOSSES]
         if unknown:

@@ -86,6 +86,9 @@ class TrainConfig:
     samples_per_class: int = 4
     max_steps_per_epoch: Optional[int] = None
     stop_after_epoch: Optional[int] = None  # stop cleanly after this epoch; continue later with --resume
+    # end training (and test the best checkpoint) once this many epochs have passed without a better validation
+    # MAP@R; None trains all train.epochs. train.epochs stays the cap and the length of the lr schedule.
+    early_stopping_patience: Optional[int] = None
 
 
 @dataclass

@@ -322,10 +322,30 @@ class RecipeRun:
         self.stop_signals.install()
         try:
             for epoch in range(self.progress.epoch, c.train.epochs):
+                if self._patience_exhausted(epoch):
+                    break
                 self._fit_epoch(epoch)
         finally:
             self.stop_signals.uninstall()
         return self.test()
+
+    def _patience_exhausted(self, epoch: int) -> bool:
+        """Whether ``train.early_stopping_patience`` epochs have passed since the best validation score, before
+        training ``epoch``. Checked before an epoch rather than after one, so that resuming an early-stopped run
+        does not train on. The same answer on every process: the best epoch is taken from the main process's score."""
+        patience = self.config.train.early_stopping_patience
+        if patience is None or self.splits.val is None or self.progress.best_epoch < 0:
+            return False
+        since_best = epoch - 1 - self.progress.best_epoch
+        if since_best < patience:
+            return False
+        if self.accelerator.is_main_process:
+            print(
+                f"Early stopping before epoch {epoch}: no better validation {SELECTION_METRIC} for {since_best} epochs "
+                f"(train.early_stopping_patience={patience}); testing the best checkpoint, epoch {self.progress.best_epoch}.",
+                flush=True,
+            )
+        return True
 
     def _fit_epoch(self, epoch: int) -> None:
         c = self.config
