@@ -339,12 +339,10 @@ class RecipeRun:
         since_best = epoch - 1 - self.progress.best_epoch
         if since_best < patience:
             return False
-        if self.accelerator.is_main_process:
-            print(
-                f"Early stopping before epoch {epoch}: no better validation {SELECTION_METRIC} for {since_best} epochs "
-                f"(train.early_stopping_patience={patience}); testing the best checkpoint, epoch {self.progress.best_epoch}.",
-                flush=True,
-            )
+        self.accelerator.print(
+            f"Early stopping before epoch {epoch}: no better validation {SELECTION_METRIC} for {since_best} epochs "
+            f"(train.early_stopping_patience={patience}); testing the best checkpoint, epoch {self.progress.best_epoch}."
+        )
         return True
 
     def _fit_epoch(self, epoch: int) -> None:
