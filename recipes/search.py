@@ -1,9 +1,10 @@
 """Search an index with query images: ``python recipes/search.py --index INDEX --query IMAGE_OR_FOLDER -k 10``.
 
-Prints each query's nearest indexed images with their cosine similarity and writes a retrieval grid picture
-(``--grid``, default INDEX/search_grid.png). ``--classify`` also prints the nearest training class mean and its
-probability under the vMF posterior, ``softmax(kappa * cos)``, for a model trained with vMF on a closed set. The
-model is the one the index was built with (``--model`` overrides it).
+Prints each query's nearest indexed images with their cosine similarity; ``--grid FILE`` also draws them as a picture
+(nothing is written into the index folder, which may be shared and read-only). ``--classify`` also prints the nearest
+training class mean and its probability under the vMF posterior, ``softmax(kappa * cos)``, for a model trained with
+vMF on a closed set. The model is the one the index was built with (``--model`` overrides it); a model whose
+fingerprint (weights and eval transform) differs from the one recorded in the index is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from pml_vmf.data import DatasetNotFoundError
 from pml_vmf.data.image_folder import IMAGE_EXTENSIONS, image_header_error, list_images
-from pml_vmf.inference import EmbeddingIndex, ExportNotFoundError, load_embedder
+from pml_vmf.inference import EmbeddingIndex, ModelNotFoundError, load_embedder
 
 
 def main(argv: list) -> int:
@@ -24,16 +25,22 @@ def main(argv: list) -> int:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--model", type=Path, help="default: the model the index was built with")
     parser.add_argument("--classify", action="store_true", help="nearest class mean and its vMF posterior probability")
-    parser.add_argument("--grid", type=Path, help="the retrieval grid picture (default INDEX/search_grid.png)")
+    parser.add_argument("--grid", type=Path, help="write the queries and their results as a picture (PNG) here")
     args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error(f"-k is the number of results per query, at least 1; got {args.k}.")
     try:
         index = EmbeddingIndex.load(args.index)
-        embedder = load_embedder(args.model or index.meta["model"])
+        model = args.model or index.meta.get("model")
+        if model is None:
+            raise ModelNotFoundError(f"{args.index} does not record the model it was built with: pass it with --model.")
+        embedder = load_embedder(model)
+        _check_same_model(index, embedder, model)
         queries = _query_images(args.query)
         embeddings = embedder.embed_images(queries)
         result = index.search(embeddings, args.k)
         classes = embedder.classify(embeddings) if args.classify else None
-    except (ExportNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
+    except (ModelNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"search.py: {error}", file=sys.stderr)
         return 2
     for q, query in enumerate(queries):
@@ -44,10 +51,25 @@ def main(argv: list) -> int:
             print(f"  class: {names[label] if names else label} (vMF posterior {probability:.3f})")
         for score, path in zip(result.scores[q].tolist(), result.paths[q]):
             print(f"  {score:.4f}  {path}")
-    grid = args.grid or args.index / "search_grid.png"
-    _plot(queries, result, grid)
-    print(f"Retrieval grid: {grid}")
+    if args.grid is not None:
+        try:
+            _plot(queries, result, args.grid)
+        except OSError as error:  # a read-only folder, a full disk, an indexed image since deleted
+            print(f"search.py: the picture was not written: {error}", file=sys.stderr)
+            return 2
+        print(f"Retrieval grid: {args.grid}")
     return 0
+
+
+def _check_same_model(index: EmbeddingIndex, embedder, model) -> None:
+    """Refuses a model other than the one that built the index: its embeddings would rank the index at random."""
+    recorded = index.meta.get("model_fingerprint")
+    if recorded is not None and recorded != embedder.fingerprint:
+        raise ValueError(
+            f"{model} is not the model {index.meta.get('model', 'unknown')} the index was built with (fingerprints "
+            f"{embedder.fingerprint[:12]} and {recorded[:12]} differ): search with that model, or rebuild the index with "
+            f"this one (recipes/index.py --model {model} --overwrite)."
+        )
 
 
 def _query_images(query: Path) -> list:

@@ -6,12 +6,18 @@ Any config key can be overridden after the options: ``loss.name=multi_similarity
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
 from pathlib import Path
 
 from pml_vmf.data import UnreadableImageError
+from pml_vmf.errors import DamagedFileError
 from pml_vmf.training import NonFiniteLossError, RecipeRun, TrainingInterrupted, load_config
+
+
+# A full or read-only disk, an output folder under a file: the run cannot go on, and the user can fix it.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -42,19 +48,30 @@ def main(argv: list) -> int:
     try:  # mistakes in the config, the dataset or the run folder: one line that says what to fix
         config = load_config(config_path, overrides)
         run = RecipeRun(config, resume=args.resume is not None)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError is a ValueError
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError, DamagedFileError are ValueErrors
         print(f"train.py: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        print(f"train.py: cannot write the run folder: {error}. Choose a writable run.output_dir with free space.", file=sys.stderr)
         return 2
     try:
         metrics = run.fit()
     except TrainingInterrupted as stop:
         print(f"train.py: {stop}", file=sys.stderr)
         return stop.exit_code
-    except (NonFiniteLossError, UnreadableImageError) as error:
+    except (NonFiniteLossError, UnreadableImageError, DamagedFileError) as error:
         # A DataLoader worker's error arrives with the worker's traceback in its message: keep its last line.
         message = re.sub(r"^[\w.]+Error: ", "", str(error).strip().splitlines()[-1])
         print(f"train.py: {message}", file=sys.stderr)
         return 3
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        print(f"train.py: {error}. The checkpoints written before are kept: free space (or make {run.run.root} "
+              f"writable), then continue with --resume {run.run.root}.", file=sys.stderr)  # fmt: skip
+        return 2
     finally:
         run.accelerator.end_training()
     if metrics:

@@ -160,6 +160,19 @@ def test_resume_mid_epoch_gives_the_same_means(tmp_path, update_every, device):
     assert torch.equal(miner.update_means().means, uninterrupted)
 
 
+def test_the_last_updates_diagnostics_survive_a_checkpoint(tmp_path, device):
+    """A resumed run logs the vmf/* diagnostics of the last mean update, as the run that was never stopped does."""
+    loss, miner = _fresh(device, update_every=3)
+    for batch in _batches(device, num_batches=4):  # an update after the third call, none after the fourth
+        miner(*batch)
+    assert miner.diagnostics() and set(miner.diagnostics()) >= {"vmf/resultant_length_mean", "vmf/concentration_max"}
+    torch.save(miner.state_dict(), tmp_path / "miner.pt")
+    _, restored = _fresh(device, update_every=3)
+    assert restored.diagnostics() == {}
+    restored.load_state_dict(torch.load(tmp_path / "miner.pt", weights_only=True))
+    assert restored.diagnostics() == pytest.approx(miner.diagnostics())
+
+
 def test_miner_follows_the_embeddings_device(device):
     loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE)
     miner = GlobalMeanMiner(loss)

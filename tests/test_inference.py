@@ -12,9 +12,9 @@ from PIL import Image
 
 from pml_vmf import load_embedder
 from pml_vmf.data import DatasetNotFoundError
-from pml_vmf.inference import EmbeddingIndex, ExportNotFoundError, recall_against_exact
+from pml_vmf.inference import EmbeddingIndex, ModelNotFoundError, recall_against_exact
 from pml_vmf.inference.embedder import Embedder, EmbedderConfig
-from pml_vmf.training import create_embedding_model
+from pml_vmf.models import create_embedding_model
 from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import REPO, run_script
 
@@ -81,15 +81,18 @@ def test_index_then_search_finds_the_copied_image_first_then_its_class(exported,
     query = tmp_path / "query.png"
     Image.open(original).convert("RGB").save(query)  # the same pixels in another file (an RGB re-encoding)
     run_script(INDEX, "--model", str(folder), "--images", str(images), "--out", str(tmp_path / "index"), "--num-workers", "0")
-    output = run_script(SEARCH, "--index", str(tmp_path / "index"), "--query", str(query), "-k", "3", "--classify").stdout
+    output = run_script(SEARCH, "--index", str(tmp_path / "index"), "--query", str(query), "-k", "3", "--classify",
+                        "--grid", str(tmp_path / "grid.png")).stdout  # fmt: skip
     lines = [line.split() for line in output.splitlines() if line.startswith("  0.") or line.startswith("  1.")]
     assert lines[0][1] == str(original), output  # the copy's nearest image is its original, at cosine 1
     assert float(lines[0][0]) > 0.9999 and float(lines[0][0]) >= float(lines[1][0]) >= float(lines[2][0])
     assert all("/nested/8/" in line[1] for line in lines), output  # and the next are eights, not ones
     assert "class: " in output and "vMF posterior" in output
-    assert (tmp_path / "index" / "search_grid.png").is_file()
+    assert (tmp_path / "grid.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["index.faiss", "index.json", "paths.json"]  # read-only is fine
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
     assert meta["size"] == sum(1 for label in ("1", "8") for _ in (digits_folder / label).iterdir())
+    assert meta["format_version"] == 1 and len(meta["model_fingerprint"]) == 64
 
 
 def test_classify_is_the_nearest_mean_with_its_vmf_posterior():
@@ -147,7 +150,7 @@ def test_index_round_trips_through_its_folder(tmp_path):
 
 
 def test_bad_input_gets_errors_that_say_what_is_wrong(tmp_path):
-    with pytest.raises(ExportNotFoundError, match="expected an export folder holding embedder.json"):
+    with pytest.raises(ModelNotFoundError, match="expected a model folder holding embedder.json"):
         load_embedder(tmp_path / "missing")
     index = EmbeddingIndex(8).add(torch.randn(5, 8))
     with pytest.raises(ValueError, match=r"shape \(2, 16\), but this index holds 8-d embeddings"):
@@ -181,7 +184,7 @@ def test_scripts_refuse_missing_models_empty_folders_and_queries_that_are_not_im
     Embedder(other, EmbedderConfig("test_resnet", 16, load_embedder(folder).config.eval_transform)).save(tmp_path / "wide")
     query = sorted((digits_folder / "1").iterdir())[0]
     mismatch = run_script(SEARCH, "--index", str(tmp_path / "i"), "--model", str(tmp_path / "wide"), "--query", str(query), expect_success=False)
-    assert mismatch.returncode == 2 and "holds 32-d embeddings" in mismatch.stderr
+    assert mismatch.returncode == 2 and "is not the model" in mismatch.stderr and "fingerprints" in mismatch.stderr
     with pytest.raises(DatasetNotFoundError):
         load_embedder(folder).embed_folder(empty)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pml_vmf import VMFLoss
-from pml_vmf.training import LOSSES, ConfigError, RecipeConfig, build_training_loss, create_embedding_model, load_config, save_config
+from pml_vmf.models import create_embedding_model
+from pml_vmf.training import LOSSES, ConfigError, RecipeConfig, build_training_loss, load_config, save_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
 
@@ -51,6 +52,15 @@ def test_a_value_of_the_wrong_kind_is_an_error():
         load_config(None, ["train.epochs"])
     with pytest.raises(ConfigError, match="is a section"):
         load_config(None, ["train=3"])
+
+
+def test_yaml_syntax_errors_name_the_file_and_line(tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("train:\n  epochs: 3\n  batch_size: [32\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML: .*line 3"):
+        load_config(config)
+    with pytest.raises(ConfigError, match="eval.recall_at=.* its value is not valid YAML"):
+        load_config(None, ["eval.recall_at=[1, 2"])
 
 
 def test_an_unknown_key_in_a_yaml_file_is_an_error(tmp_path):
@@ -170,7 +180,7 @@ def test_classification_predictions_come_from_each_loss_own_weights():
 def test_weights_of_another_implementation_are_renamed_by_position():
     import timm
 
-    from pml_vmf.training.pretrained_files import state_dict_by_position
+    from pml_vmf.models.pretrained_files import state_dict_by_position
 
     source_model = timm.create_model("test_resnet", num_classes=0)
     foreign = {f"other.{i}": t for i, t in enumerate(source_model.state_dict().values())}
@@ -226,6 +236,11 @@ def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch(
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
         (["train.early_stopping_patience=0"], "at least 1"),
         (["train.early_stopping_patience=true"], "early_stopping_patience is a number of epochs"),
+        (["train.batch_size=-4"], "train.batch_size must be an integer of at least 1, got -4"),
+        (["train.samples_per_class=0"], "train.samples_per_class must be an integer of at least 1"),
+        (["data.image_size=0"], "data.image_size must be an integer of at least 1"),
+        (["train.epochs=-1"], "train.epochs must be an integer of at least 0"),
+        (["train.max_steps_per_epoch=0"], "train.max_steps_per_epoch must be at least 1"),
     ],
 )
 def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(overrides, message):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import DIGITS_CONFIG, REPO, TRAIN_SCRIPT, run_train_script
@@ -41,7 +42,7 @@ def test_train_script_under_accelerate_launch_beats_the_untrained_backbone(digit
     for key in ("precision_at_1", "r_precision", "recall_at_1", "recall_at_2", "recall_at_4"):
         assert 0.0 <= trained[key] <= 1.0
     run = tmp_path / "trained"
-    for name in ("config.yaml", "metrics.jsonl", "embedding_model.pt", "plots/training_curves.png", "plots/retrieval_grid.png"):
+    for name in ("config.yaml", "metrics.jsonl", "model/embedder.json", "model/model.safetensors", "plots/training_curves.png", "plots/retrieval_grid.png"):
         assert (run / name).is_file(), name
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in lines] == ["val", "val", "test"]
@@ -95,8 +96,8 @@ def test_missing_dataset_folder_says_what_is_missing(tmp_path):
     assert "CUB-200-2011 folder" in completed.stderr and "does not exist" in completed.stderr
 
 
-def test_a_new_run_never_overwrites_an_existing_one(digits_folder, tmp_path):
-    (tmp_path / "digits").mkdir()
+def test_a_new_run_never_overwrites_one_that_holds_a_checkpoint(digits_folder, tmp_path):
+    (tmp_path / "digits" / "checkpoints" / "epoch_0000").mkdir(parents=True)
     (tmp_path / "digits" / "config.yaml").write_text("run: {name: digits}\n")
     completed = run_train_script(
         "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", expect_success=False
@@ -122,7 +123,7 @@ def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, dig
     if loss_name == "vmf":  # scored with the means of a mean step on the tested checkpoint, as the method ends
         assert metrics["classifier_accuracy"] == pytest.approx(metrics["nearest_mean_accuracy"])
         assert 0.1 < metrics["classifier_accuracy_stale_means"] <= 1  # the means the checkpoint held: a diagnostic
-        means = torch.load(tmp_path / loss_name / "embedding_model.pt", weights_only=False)["class_means"]
+        means = load_file(tmp_path / loss_name / "model" / "class_means.safetensors")["class_means"]
         assert means.norm(dim=1).sub(1).abs().max() < 1e-5  # the exported model carries the full-pass means
     else:
         assert "classifier_accuracy_stale_means" not in metrics

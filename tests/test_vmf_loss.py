@@ -127,6 +127,18 @@ def test_target_class_without_mean_is_an_error(device):
         vmf.predict(embeddings)
 
 
+def test_a_nan_embedding_that_was_its_class_only_sample_is_reported_as_nan(device):
+    from pml_vmf import GlobalMeanMiner
+
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).to(device)
+    miner = GlobalMeanMiner(vmf)
+    embeddings = torch.randn(4, EMBEDDING_SIZE, device=device)
+    embeddings[3] = float("nan")  # class 3's only sample: the miner cannot give it a mean
+    labels = torch.tensor([0, 1, 2, 3], device=device)
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 4 embeddings with NaN"), pytest.raises(ValueError, match=r"embeddings of class\(es\) \[3\] are NaN or inf.*diverged"):
+        vmf(embeddings, labels, miner(embeddings, labels))
+
+
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kappa", [1.0, 16.0, 128.0])
 def test_autocast_gives_float32_logits_and_finite_loss_and_gradients(amp_dtype, kappa, device):

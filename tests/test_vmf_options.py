@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pml_vmf import VMFLoss
 from pml_vmf.class_means import ema_update_means
-from pml_vmf.training import create_embedding_model
+from pml_vmf.models import create_embedding_model
 
 
 def _loss_with_means(**kwargs) -> "tuple[VMFLoss, torch.Tensor, torch.Tensor]":

@@ -1,6 +1,11 @@
-"""Using a trained model: embed images, index them with faiss, search, and classify by the vMF posterior."""
+"""Using a trained model: embed images, index them with faiss, search, and classify by the vMF posterior.
 
-from .embedder import Embedder, EmbedderConfig, ExportNotFoundError, load_embedder
+Reads model folders (JSON + safetensors) and indexes (faiss + JSON) only, never a pickle; imports nothing of the
+training stack (accelerate, the recipe config, plots).
+"""
+
+from ..models import EmbedderConfig, ModelNotFoundError
+from .embedder import Embedder, load_embedder
 from .index import KINDS, EmbeddingIndex, SearchResult, recall_against_exact
 
 __all__ = [
@@ -8,7 +13,7 @@ __all__ = [
     "Embedder",
     "EmbedderConfig",
     "EmbeddingIndex",
-    "ExportNotFoundError",
+    "ModelNotFoundError",
     "SearchResult",
     "load_embedder",
     "recall_against_exact",

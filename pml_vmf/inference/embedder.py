@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import functools
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -12,51 +11,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..class_means import predict_nearest_mean
-from ..data import ImageDataset, LabelledImages, eval_transform_from_settings
-from ..data.image_dataset import rgb_on_white
+from ..data.image_dataset import ImageDataset, load_rgb, rgb_on_white
 from ..data.image_folder import list_images
-from ..evaluation import embed_dataset
-from ..training.model import EmbeddingModel, create_embedding_model
+from ..data.labelled_images import LabelledImages
+from ..data.transforms import eval_transform_from_settings
+from ..evaluation.embedding import embed_dataset
+from ..models import CONFIG_FILE, EmbedderConfig, EmbeddingModel, ModelNotFoundError, model_fingerprint, read_model_folder, save_model_folder
 
-CONFIG_FILE = "embedder.json"
-WEIGHTS_FILE = "model.safetensors"
-MEANS_FILE = "class_means.safetensors"
-FORMAT_VERSION = 1
-
-
-class ExportNotFoundError(FileNotFoundError):
-    """The path given as a model is neither an export folder nor a run's ``embedding_model.pt``."""
-
-
-@dataclass
-class EmbedderConfig:
-    """What rebuilds an embedder without the training config; written as ``embedder.json``.
-
-    Attributes:
-        backbone: the timm model name.
-        embedding_size: the width of the embeddings.
-        eval_transform: :func:`~pml_vmf.data.eval_transform_settings` (input size, interpolation, mean, std, crop).
-        freeze_batchnorm, global_pool, feature_layernorm: the architecture options it was trained with.
-        class_names: the training classes' names by label, or None.
-        kappa: the vMF concentration when trained with vMF, else None.
-        loss: the loss it was trained with.
-    """
-
-    backbone: str
-    embedding_size: int
-    eval_transform: dict
-    freeze_batchnorm: bool = False
-    global_pool: Optional[str] = None
-    feature_layernorm: bool = False
-    class_names: Optional[list] = None
-    kappa: Optional[float] = None
-    loss: Optional[str] = None
-    format_version: int = FORMAT_VERSION
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.eval_transform["input_size"][-1])
+RUN_MODEL_FOLDER = "model"  # a run writes its trained model to runs/<name>/model/
 
 
 class Embedder:
@@ -162,18 +124,16 @@ class Embedder:
         logits = (self.config.kappa * embeddings @ means.T).masked_fill(~has_mean, -torch.inf)
         return labels, torch.softmax(logits, dim=1).gather(1, labels[:, None])[:, 0]
 
-    def save(self, folder: Union[str, Path]) -> Path:
-        """Writes ``folder/embedder.json``, ``model.safetensors`` and, with means, ``class_means.safetensors``."""
-        from safetensors.torch import save_file
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The SHA-256 of the weights and the eval transform (:func:`~pml_vmf.models.model_fingerprint`): an index
+        records it, so that it is searched with the model that built it."""
+        return model_fingerprint(self.model, self.config.eval_transform)
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
-        if self.class_means is not None:
-            save_file({"class_means": self.class_means.cpu().contiguous()}, str(folder / MEANS_FILE))
-        (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
-        return folder
+    def save(self, folder: Union[str, Path], *, overwrite: bool = False) -> Path:
+        """Writes the model folder (``embedder.json``, ``model.safetensors`` and, with means,
+        ``class_means.safetensors``) atomically; an existing folder is replaced only with ``overwrite``."""
+        return save_model_folder(Path(folder), self.model, self.config, self.class_means, overwrite=overwrite)
 
 
 class UnitEmbeddings(torch.nn.Module):
@@ -196,101 +156,27 @@ def _progress(loader, show: bool, description: str):
 def _as_rgb(image: Union[Image.Image, str, Path]) -> Image.Image:
     if isinstance(image, Image.Image):
         return rgb_on_white(image)
-    from ..data.image_dataset import load_rgb
-
     return load_rgb(LabelledImages([Path(image)], torch.zeros(1, dtype=torch.long).numpy()), 0)
 
 
 def load_embedder(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Embedder:
-    """Loads an embedder from an export folder (``recipes/export.py``) or a run's ``embedding_model.pt``.
+    """Loads an embedder from a model folder: an export (``recipes/export.py``), a run's ``model/`` folder, or a run
+    folder. Only JSON and safetensors are read: nothing in the files can run code.
 
     Args:
-        path: the export folder (holding ``embedder.json``), a run folder, or its ``embedding_model.pt``.
+        path: the model folder (holding ``embedder.json``) or a run folder.
         device: where the model runs.
 
     Raises:
-        ExportNotFoundError: when ``path`` holds neither.
+        ModelNotFoundError: when ``path`` holds no model folder.
+        UnsafeFileError: when ``path`` is a pickle file (``.pt``, ``.pkl``, ...), which is never loaded.
+        DamagedFileError: when a file of the folder is missing, truncated or altered; the message names it.
     """
     path = Path(path)
-    if (path / CONFIG_FILE).is_file():
-        return _load_export_folder(path).to(device)
-    model_file = path / "embedding_model.pt" if path.is_dir() else path
-    if model_file.is_file() and model_file.suffix == ".pt":
-        return embedder_from_run_file(model_file).to(device)
-    raise ExportNotFoundError(
-        f"No model at {path}: expected an export folder holding {CONFIG_FILE} (recipes/export.py --run RUN --out "
-        "FOLDER writes one), a run folder, or a run's embedding_model.pt."
-    )
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RUN_MODEL_FOLDER / CONFIG_FILE).is_file():
+        path = path / RUN_MODEL_FOLDER
+    model, config, means = read_model_folder(path)
+    return Embedder(model, config, means).to(device)
 
 
-def _build_model(config: EmbedderConfig) -> EmbeddingModel:
-    return create_embedding_model(
-        config.backbone,
-        config.embedding_size,
-        freeze_batchnorm=config.freeze_batchnorm,
-        global_pool=config.global_pool,
-        feature_layernorm=config.feature_layernorm,
-    )
-
-
-def _load_export_folder(folder: Path) -> Embedder:
-    from safetensors.torch import load_file
-
-    raw = json.loads((folder / CONFIG_FILE).read_text())
-    if raw.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{folder / CONFIG_FILE} has format_version {raw['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
-    config = EmbedderConfig(**raw)
-    model = _build_model(config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    means = load_file(str(folder / MEANS_FILE))["class_means"] if (folder / MEANS_FILE).is_file() else None
-    return Embedder(model, config, means)
-
-
-def embedder_from_run_file(model_file: Path) -> Embedder:
-    """An :class:`Embedder` from a run's ``embedding_model.pt``. Files written before the eval transform was recorded
-    get timm's data config for the backbone at the run's image size, with ImageNet's default statistics."""
-    payload = torch.load(model_file, map_location="cpu", weights_only=False)
-    config = EmbedderConfig(
-        backbone=payload["backbone"],
-        embedding_size=payload["embedding_size"],
-        eval_transform=payload.get("eval_transform") or _default_transform(payload, model_file),
-        freeze_batchnorm=payload["freeze_batchnorm"],
-        global_pool=payload.get("global_pool"),
-        feature_layernorm=payload.get("feature_layernorm", False),
-        class_names=payload.get("class_names"),
-        kappa=payload.get("kappa", _kappa_from_run_config(model_file) if payload.get("class_means") is not None else None),
-        loss=payload.get("loss"),
-    )
-    model = _build_model(config)
-    model.load_state_dict(payload["state_dict"])
-    return Embedder(model, config, payload.get("class_means"))
-
-
-def _run_config(model_file: Path):
-    config_file = model_file.parent / "config.yaml"
-    if not config_file.is_file():
-        return None
-    from ..training import load_config
-
-    return load_config(config_file)
-
-
-def _kappa_from_run_config(model_file: Path) -> Optional[float]:
-    # Files written before kappa was recorded: the run folder's config.yaml holds it (or the registry default).
-    config = _run_config(model_file)
-    if config is None:
-        return None
-    from ..training import LOSSES
-
-    return float((config.loss.params.get("vmf") or {}).get("kappa", LOSSES["vmf"].defaults["kappa"]))
-
-
-def _default_transform(payload: dict, model_file: Path) -> dict:
-    # Files written before the eval transform was recorded: rebuild it as training did, from the run's config
-    # (its data.mean / data.std overrides) where the run folder is there, else from timm's config for the backbone.
-    from ..data import eval_transform_settings
-
-    config = _run_config(model_file)
-    model = create_embedding_model(payload["backbone"], payload["embedding_size"])
-    mean, std = (config.data.mean, config.data.std) if config is not None else (None, None)
-    return eval_transform_settings(model.backbone, payload["image_size"], mean=mean, std=std)
+__all__ = ["Embedder", "EmbedderConfig", "ModelNotFoundError", "UnitEmbeddings", "load_embedder"]

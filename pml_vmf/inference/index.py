@@ -11,10 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import DamagedFileError
+from ..files import staged_folder
+
 INDEX_FILE = "index.faiss"
 PATHS_FILE = "paths.json"
 META_FILE = "index.json"
 KINDS = ("flat", "ivf", "hnsw")
+FORMAT_VERSION = 1
 
 
 def _faiss():
@@ -86,29 +90,65 @@ class EmbeddingIndex:
         paths = [[self.paths[i] if i >= 0 else None for i in row] for row in ids.tolist()]
         return SearchResult(torch.from_numpy(scores), torch.from_numpy(ids), paths)
 
-    def save(self, folder: Union[str, Path], **meta) -> Path:
-        """Writes ``folder/index.faiss``, ``paths.json`` and ``index.json`` (width, kind, settings, ``meta``)."""
+    def save(self, folder: Union[str, Path], *, overwrite: bool = False, **meta) -> Path:
+        """Writes ``folder/index.faiss``, ``paths.json`` and ``index.json`` (format version, width, kind, settings,
+        size, ``meta``) atomically: the folder appears complete or not at all.
+
+        Args:
+            folder: the index folder; it must not exist unless ``overwrite``, which replaces it whole.
+            overwrite: replace an existing folder once the new index is complete.
+            meta: JSON values recorded in ``index.json`` (the model, its fingerprint, the image folder).
+
+        Raises:
+            FileExistsError: when ``folder`` exists and ``overwrite`` is false.
+        """
         faiss = _faiss()
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self._index, str(folder / INDEX_FILE))
-        (folder / PATHS_FILE).write_text(json.dumps(self.paths))
+        if self._index is None:
+            raise ValueError("The index is empty: add embeddings before saving it.")
         settings = dict(dim=self.dim, kind=self.kind, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_search=self.ef_search)
-        (folder / META_FILE).write_text(json.dumps({**settings, "size": len(self), **meta}, indent=1) + "\n")
-        return folder
+        with staged_folder(Path(folder), overwrite=overwrite, what="index") as staging:
+            faiss.write_index(self._index, str(staging / INDEX_FILE))
+            (staging / PATHS_FILE).write_text(json.dumps(self.paths))
+            record = {"format_version": FORMAT_VERSION, **settings, "size": len(self), **meta}
+            (staging / META_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        self.meta = record
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: Union[str, Path]) -> "EmbeddingIndex":
-        """Reads a folder :meth:`save` wrote."""
+        """Reads a folder :meth:`save` wrote, checking that its three files agree.
+
+        Raises:
+            FileNotFoundError: when ``folder`` holds no index.
+            DamagedFileError: when a file is truncated, altered or disagrees with the others; the message names it.
+            ValueError: when the index was written in a newer format version.
+        """
         faiss = _faiss()
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FileNotFoundError(f"No index at {folder}: expected {META_FILE}, {INDEX_FILE} and {PATHS_FILE} (recipes/index.py writes them).")
-        meta = json.loads((folder / META_FILE).read_text())
-        index = cls(meta["dim"], meta["kind"], nlist=meta["nlist"], nprobe=meta["nprobe"], hnsw_m=meta["hnsw_m"], ef_search=meta["ef_search"])
-        index._index = faiss.read_index(str(folder / INDEX_FILE))
+        meta = _read_json(folder / META_FILE, dict)
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+        missing = [key for key in ("format_version", "dim", "kind", "size") if key not in meta]
+        if missing or meta["kind"] not in KINDS:
+            raise DamagedFileError(f"{folder / META_FILE} lacks {', '.join(missing) or 'a known kind'}: not an index this pml-vmf wrote; build it again with recipes/index.py.")
+        index = cls(meta["dim"], meta["kind"], nlist=meta.get("nlist"), nprobe=meta.get("nprobe", 16), hnsw_m=meta.get("hnsw_m", 32), ef_search=meta.get("ef_search", 64))
+        if not (folder / INDEX_FILE).is_file():
+            raise DamagedFileError(f"{folder / INDEX_FILE} is missing: the index folder is incomplete; build it again.")
+        try:
+            index._index = faiss.read_index(str(folder / INDEX_FILE))
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+            raise DamagedFileError(f"{folder / INDEX_FILE} cannot be read by faiss ({reason}): the file is truncated or damaged; build the index again.") from None
         index._apply_search_settings()
-        index.paths = json.loads((folder / PATHS_FILE).read_text())
+        index.paths = _read_json(folder / PATHS_FILE, list)
+        counts = {f"{INDEX_FILE} vectors": int(index._index.ntotal), f"{PATHS_FILE} entries": len(index.paths), f"{META_FILE} size": meta["size"]}
+        if len(set(counts.values())) != 1 or index._index.d != index.dim:
+            raise DamagedFileError(
+                f"The files of {folder} disagree ({', '.join(f'{k} {v}' for k, v in counts.items())}; width "
+                f"{index._index.d} against {index.dim} recorded): they come from different indexes or a damaged copy; build the index again."
+            )
         index.meta = meta
         return index
 
@@ -142,6 +182,18 @@ class EmbeddingIndex:
                 "that embeds them must be the one the index was built with."
             )
         return np.ascontiguousarray(F.normalize(embeddings.detach().float().cpu(), dim=1).numpy())
+
+
+def _read_json(path: Path, kind: type):
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedFileError(f"{path} is missing: the index folder is incomplete; build it again.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"{path} is not valid JSON ({error}): the file is truncated or damaged; build the index again.") from None
+    if not isinstance(value, kind):
+        raise DamagedFileError(f"{path} must hold a JSON {kind.__name__}, got {type(value).__name__}: build the index again.")
+    return value
 
 
 def recall_against_exact(approximate: SearchResult, exact: SearchResult) -> float:

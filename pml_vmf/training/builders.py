@@ -11,10 +11,10 @@ import torch
 from accelerate import Accelerator
 
 from ..data import ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
+from ..models import EmbeddingModel, create_embedding_model
 from .config import ConfigError, RecipeConfig
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
-from .model import EmbeddingModel, create_embedding_model
 
 
 def multiprocess_without_cuda() -> bool:
@@ -24,8 +24,25 @@ def multiprocess_without_cuda() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+# Counts that must be positive (or at least 0), checked before a run folder or anything else is made.
+POSITIVE_KEYS = ("train.batch_size", "train.samples_per_class", "data.image_size", "eval.batch_size", "model.embedding_size", "eval.every")
+NON_NEGATIVE_KEYS = ("train.epochs", "data.num_workers", "optim.head_warmup_epochs")
+
+
+def _config_value(c: RecipeConfig, dotted_key: str):
+    section, key = dotted_key.split(".")
+    return getattr(getattr(c, section), key)
+
+
 def check_config(c: RecipeConfig) -> None:
-    """Rejects settings that contradict each other, before anything is loaded."""
+    """Rejects settings that are out of range or contradict each other, before anything is loaded or written."""
+    for keys, least in ((POSITIVE_KEYS, 1), (NON_NEGATIVE_KEYS, 0)):
+        for key in keys:
+            value = _config_value(c, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}.")
+    if c.train.max_steps_per_epoch is not None and c.train.max_steps_per_epoch < 1:
+        raise ConfigError(f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}.")
     if c.loss.mean_update not in ("miner", "full_pass"):
         raise ConfigError(f"loss.mean_update must be miner or full_pass, got {c.loss.mean_update!r}.")
     if c.loss.name == "vmf" and c.loss.mean_update == "full_pass" and not c.loss.init_full_pass:

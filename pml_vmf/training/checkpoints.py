@@ -1,48 +1,108 @@
-"""Atomic, resumable checkpoints through ``accelerate``'s save_state, with the last and the best one kept."""
+"""Atomic, verified, resumable checkpoints through ``accelerate``'s save_state, with the last and the best one kept."""
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 from accelerate import Accelerator
 
-from .run_folder import atomic_write_text
+from ..errors import DamagedFileError
+from ..files import atomic_write_text, file_sha256
 
 INDEX = "index.json"
+MANIFEST = "manifest.json"
+CHECKPOINT_NAME = re.compile(r"epoch_\d{4}(_step_\d{6})?")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the run's model, optimizer or loss (an architecture key changed on resume)."""
+
+
+def _load_tensors(path: Path):
+    """``torch.load`` that only rebuilds tensors and plain containers: a crafted file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DamagedFileError(f"{path} holds more than tensors and plain values, and is not loaded: {str(error).splitlines()[0]}") from None
+    except (RuntimeError, EOFError) as error:
+        raise DamagedFileError(f"{path} cannot be read ({str(error).splitlines()[0]}): the file is truncated or damaged.") from None
+
+
+def _first_unsafe_file(path: Path) -> Path:
+    """The first pickle of a checkpoint folder that accelerate's ``weights_only`` load (tensors, plain values and
+    numpy's RNG state types) refuses; the folder itself when none does."""
+    for file in sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pkl", ".pt")):
+        try:
+            _accelerate_load(file)
+        except pickle.UnpicklingError:
+            return file
+    return path
+
+
+def _accelerate_load(path: Path):
+    """accelerate's own reader of its checkpoint files: ``weights_only`` unpickling with numpy's RNG types allowed."""
+    from accelerate.utils.other import load
+
+    return load(path, map_location="cpu")
 
 
 class CheckpointKeeper:
-    """Writes checkpoint folders (one per epoch, and one mid-epoch when a run is stopped) and keeps only the last and
-    the best.
+    """Writes checkpoint folders (one per epoch, and one mid-epoch when a run is stopped), keeps only the last and
+    the best, and reads them back verified.
 
-    ``accelerator.save_state`` writes the model, optimizer, RNG states and every object registered with
-    ``accelerator.register_for_checkpointing`` (scheduler, loss and its vMF means, sampler, progress). It writes into a
-    temporary folder that is renamed into place once complete, and ``index.json``, replaced atomically, names the last
-    and the best: a crash at any moment leaves the previous checkpoint intact.
+    ``accelerator.save_state`` writes the model, optimizer and RNG states; accelerate reads them back with
+    ``weights_only`` unpickling (the RNG states with numpy's types allowed), so no file can run code. The run's own
+    objects (scheduler, loss and its vMF means, sampler, progress) are not registered with accelerate, whose custom
+    checkpoints are full pickles; they are written here as ``<name>.pt`` and read with ``weights_only=True``.
+    Everything goes into a temporary folder renamed into place once complete, with ``manifest.json`` (every file's
+    size and SHA-256); ``index.json``, replaced atomically, names the last and the best. A crash at any moment leaves
+    the previous checkpoint intact, and a file damaged later is named when the run resumes, which then falls back to
+    the other checkpoint kept.
 
-    ``save_state`` writes registered objects from the main process only, which is right for state that is the same
-    on every process. State that differs between processes, as ``GlobalMeanMiner``'s running sums do between two mean
-    updates, goes in ``per_process``: each process writes its own ``<name>_process<rank>.pt`` and reads its own back.
-    Resumed on another number of processes, such an object must offer ``combine_process_states(states, is_first)``.
+    ``save_state`` writes from the main process only, which is right for state that is the same on every process.
+    State that differs between processes, as ``GlobalMeanMiner``'s running sums do between two mean updates, goes in
+    ``per_process``: each process writes its own ``<name>_process<rank>.pt`` and reads its own back. Resumed on
+    another number of processes, such an object must offer ``combine_process_states(states, is_first)``.
 
     Args:
         accelerator: the run's accelerator.
         folder: the ``checkpoints`` folder of the run.
+        shared: objects with ``state_dict``/``load_state_dict`` whose state is the same on every process, by name.
         per_process: objects with ``state_dict``/``load_state_dict`` whose state differs between processes, by name.
     """
 
-    def __init__(self, accelerator: Accelerator, folder: Path, per_process: Optional[dict] = None) -> None:
+    def __init__(self, accelerator: Accelerator, folder: Path, shared: Optional[dict] = None, per_process: Optional[dict] = None) -> None:
         self.accelerator = accelerator
         self.folder = Path(folder)
+        self.shared = shared or {}
         self.per_process = per_process or {}
 
     def index(self) -> dict:
+        """``index.json`` (``{"last": name, "best": name}``), or ``{}`` when it is missing or damaged."""
         path = self.folder / INDEX
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            index = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return index if isinstance(index, dict) else {}
+
+    def exists(self) -> bool:
+        """Whether any checkpoint folder has been written (intact or not)."""
+        return any(self._folders())
+
+    def _folders(self) -> list:
+        """The checkpoint folders present, newest first (names sort by epoch, then step; an epoch's end last)."""
+        if not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+        return sorted(found, key=lambda p: (p.name[:10], p.name[10:] == "", p.name), reverse=True)
 
     def save(self, name: str, is_best: bool) -> Path:
         """Writes checkpoint ``name`` (e.g. ``epoch_0003``), makes it the last one, and the best one if ``is_best``
@@ -52,11 +112,15 @@ class CheckpointKeeper:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            for key, obj in self.shared.items():
+                torch.save(obj.state_dict(), tmp / f"{key}.pt")
         for key, obj in self.per_process.items():
             torch.save(obj.state_dict(), tmp / f"{key}_process{self.accelerator.process_index}.pt")
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
+            manifest = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
             final = self.folder / name
             if final.exists():
                 shutil.rmtree(final)
@@ -66,30 +130,88 @@ class CheckpointKeeper:
             if is_best or "best" not in index:
                 index["best"] = name
             atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2))
-            for old in self.folder.glob("epoch_*"):
+            for old in self._folders():
                 if old.name not in (index["last"], index["best"]):
                     shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
         return self.folder / name
 
     def path(self, which: str) -> Optional[Path]:
-        """The ``last`` or ``best`` checkpoint folder, or None when there is none yet."""
+        """The ``last`` or ``best`` checkpoint folder ``index.json`` names, or None when there is none yet."""
         name = self.index().get(which)
         return self.folder / name if name else None
 
+    def damage(self, path: Path) -> Optional[str]:
+        """What is wrong with checkpoint folder ``path`` (a missing, truncated or altered file, named), or None."""
+        manifest_path = path / MANIFEST
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError:
+            return f"{manifest_path} is missing (the checkpoint is incomplete, or from an older pml-vmf)"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{manifest_path} is damaged"
+        for name, expected in manifest.items():
+            file = path / name
+            if not file.is_file():
+                return f"{file} is missing"
+            if file.stat().st_size != expected["bytes"]:
+                return f"{file} is truncated or altered ({file.stat().st_size} bytes, {expected['bytes']} written)"
+            if file_sha256(file) != expected["sha256"]:
+                return f"{file} is altered (its SHA-256 differs from the one written)"
+        return None
+
     def load(self, which: str) -> Path:
-        path = self.path(which)
-        if path is None:
-            raise FileNotFoundError(f"No {which} checkpoint in {self.folder}: the run has not finished an epoch yet.")
-        self.accelerator.load_state(str(path))
+        """Loads the ``last`` (or ``best``) checkpoint into the run, verified against its manifest. When it is damaged
+        or ``index.json`` is lost, warns with what is wrong and loads the newest intact checkpoint instead.
+
+        Raises:
+            FileNotFoundError: when no checkpoint has been written.
+            DamagedFileError: when every checkpoint is damaged; the message names each damaged file.
+            CheckpointMismatchError: when the checkpoint does not fit the run (an architecture key changed).
+        """
+        named = self.path(which)
+        candidates = [named] if named is not None and named.is_dir() else []
+        if named is None or not named.is_dir():
+            lost = f"{self.folder / INDEX} is missing or damaged" if named is None else f"{named}, which {INDEX} names, is missing"
+            if not self._folders():
+                raise FileNotFoundError(f"No checkpoint in {self.folder}: the run has not finished an epoch yet.")
+            warnings.warn(f"{lost}; looking for the newest intact checkpoint among {', '.join(p.name for p in self._folders())}.", stacklevel=2)
+        candidates += [p for p in self._folders() if p not in candidates]
+        problems = []
+        for path in candidates:
+            problem = self.damage(path)
+            if problem is None:
+                if problems:
+                    warnings.warn(f"{'; '.join(problems)}: loading {path} instead.", stacklevel=2)
+                self._load_folder(path)
+                return path
+            problems.append(problem)
+        raise DamagedFileError(f"No intact checkpoint in {self.folder}: {'; '.join(problems)}. Start a new run (run.name=...).")
+
+    def _load_folder(self, path: Path) -> None:
+        try:
+            # accelerate skips RNG states it cannot read with only a log line, which would break exact resume
+            # silently: read them first (small files), so that a refused one is named.
+            for rng_file in path.glob("random_states_*.pkl"):
+                _accelerate_load(rng_file)
+            for planted in path.glob("custom_checkpoint_*.pkl"):  # accelerate would unpickle these in full
+                raise DamagedFileError(f"{planted} is not a file pml-vmf writes (a full pickle, which can run code) and is not loaded: remove it to resume.")
+            self.accelerator.load_state(str(path))
+            for key, obj in self.shared.items():
+                obj.load_state_dict(_load_tensors(path / f"{key}.pt"))
+        except pickle.UnpicklingError:  # accelerate's weights_only load refused a file: name it
+            raise DamagedFileError(f"{_first_unsafe_file(path)} holds more than tensors and plain values, and is not loaded.") from None
+        except RuntimeError as error:  # load_state_dict's size mismatch: the config that built the run differs
+            first = " ".join(str(error).strip().splitlines()[:2])
+            raise CheckpointMismatchError(
+                f"{path} does not fit this run's model or loss ({first[:300]}): a --resume keeps the run's "
+                "architecture (model.*, loss.name and the loss's size); remove the override that changes it, or start a new run."
+            ) from None
         rank, world_size = self.accelerator.process_index, self.accelerator.num_processes
         for key, obj in self.per_process.items():
             files = sorted(path.glob(f"{key}_process*.pt"), key=lambda f: int(f.stem.rsplit("process", 1)[1]))
-            if not files:
-                raise FileNotFoundError(f"{path} has no {key}_process*.pt: it was written by an older pml-vmf; start a new run.")
             if len(files) == world_size:
-                obj.load_state_dict(torch.load(files[rank], map_location="cpu", weights_only=False))
+                obj.load_state_dict(_load_tensors(files[rank]))
             else:  # another number of processes than the run that wrote it
-                states = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+                states = [_load_tensors(f) for f in files]
                 obj.load_state_dict(obj.combine_process_states(states, is_first=rank == 0))
-        return path

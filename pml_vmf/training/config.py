@@ -9,9 +9,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override names a key that does not exist or gives a value of the wrong kind."""
+from ..errors import ConfigError
+from ..files import atomic_write_text
 
 
 @dataclass
@@ -186,7 +185,14 @@ def parse_override(text: str) -> tuple:
     if "=" not in text:
         raise ConfigError(f"Override {text!r} is not of the form key.sub=value (e.g. loss.name=multi_similarity).")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Override {text!r}: its value is not valid YAML ({_first_line(error)}); quote strings, close brackets.") from None
+
+
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -208,7 +214,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist; the shipped ones are in recipes/configs/.")
-        tree = yaml.safe_load(path.read_text()) or {}
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:  # its message names the line and column
+            raise ConfigError(f"{path} is not valid YAML: {_first_line(error)}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
         _apply(config, tree)
@@ -219,4 +228,4 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
 
 def save_config(config: RecipeConfig, path: str | Path) -> None:
     """Writes the resolved config as YAML, readable again by :func:`load_config`."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -28,6 +28,7 @@ from ..evaluation import (
     predict_with_loss,
     retrieval_metrics,
 )
+from ..models import EmbeddingModel
 from .builders import (
     build_accelerator,
     build_loader,
@@ -41,11 +42,10 @@ from .builders import (
 )
 from .checkpoints import CheckpointKeeper
 from .config import RecipeConfig, save_config
-from .export import export_embedding_model
+from .export import save_run_model
 from .interruptions import NonFiniteLossError, StopSignals, TrainingInterrupted
 from .losses import TrainingLoss
 from .memory import peak_memory_mb, reset_peak_memory
-from .model import EmbeddingModel
 from .run_folder import RunFolder
 
 SELECTION_METRIC = "mean_average_precision_at_r"
@@ -102,7 +102,8 @@ class RecipeRun:
         self.accelerator = build_accelerator(c)
         self.device = self.accelerator.device
         self.run = RunFolder(Path(c.run.output_dir) / c.run.name)
-        if not resume and self.run.holds_a_run():
+        self.checkpoints = CheckpointKeeper(self.accelerator, self.run.checkpoints)
+        if not resume and self.checkpoints.exists():
             raise FileExistsError(
                 f"{self.run.root} already holds a run. Continue it with --resume {self.run.root}, or choose another "
                 "run.name; nothing was overwritten."
@@ -131,24 +132,24 @@ class RecipeRun:
         self.progress = TrainingProgress()
         self.embeddings: dict = {}  # the last embeddings of each evaluated split, for the plots
         self.mean_estimate: Optional[ClassMeanEstimate] = None  # the vMF means' latest full-pass estimate
-        self.accelerator.register_for_checkpointing(self.scheduler, self.loss.loss, self.sampler, self.progress)
+        self.checkpoints.shared = {"scheduler": self.scheduler, "loss": self.loss.loss, "sampler": self.sampler, "progress": self.progress}
         # The miner's running sums differ between processes until the next mean update: each saves its own.
-        per_process = {"miner": self.loss.miner} if self.loss.miner is not None else {}
-        self.checkpoints = CheckpointKeeper(self.accelerator, self.run.checkpoints, per_process)
+        self.checkpoints.per_process = {"miner": self.loss.miner} if self.loss.miner is not None else {}
         self.calculator = build_accuracy_calculator(
             c.eval.recall_at, c.eval.metrics, knn=c.eval.knn, knn_batch_size=c.eval.knn_batch_size, device=self.device
         )
         self.stop_signals = StopSignals()
         self.stop_agreed = False  # every process has been told of a stop signal, after the last step
-        if resume:
+        if self.checkpoints.exists():  # only when resuming
             path = self.checkpoints.load("last")
             where = f"epoch {self.progress.epoch}" + (f", step {self.progress.step}" if self.progress.step else "")
             self.accelerator.print(f"Resumed from {path}; continuing at {where}.")
-            if self.accelerator.is_main_process:
-                self.run.truncate_logs(self.progress.epoch, self.progress.global_step)
-        elif self.accelerator.is_main_process:
-            self.run.root.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run.config)
+        elif self.run.holds_a_run():  # stopped before its first checkpoint (a crash, a bad setting): start it again
+            self.accelerator.print(f"{self.run.root} holds no checkpoint yet: training it from the beginning.")
+        if self.accelerator.is_main_process:
+            self.run.truncate_logs(self.progress.epoch, self.progress.global_step)
+            if not resume:
+                save_config(config, self.run.config)
         if c.run.trackers:
             self.accelerator.init_trackers(c.run.name, config=_flat(config.to_dict()))
 
@@ -254,8 +255,10 @@ class RecipeRun:
         if self.loss.is_vmf and self.config.loss.mean_update == "full_pass":
             self.refresh_means_with_full_pass()
         if self.loss.is_vmf:
-            estimate = self.loss.miner.last_estimate if self.loss.miner is not None else self.mean_estimate
-            record = estimate.summary() if estimate is not None else {}
+            if self.loss.miner is not None:
+                record = self.loss.miner.diagnostics()
+            else:
+                record = self.mean_estimate.summary() if self.mean_estimate is not None else {}
             if self.loss.loss.learn_kappa:
                 record["vmf/kappa"] = self.loss.loss.kappa
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
@@ -435,9 +438,7 @@ class RecipeRun:
 
     def test(self) -> dict:
         """Evaluates the best checkpoint (by validation MAP@R) on the test split; writes metrics, plots and the model."""
-        best = self.checkpoints.path("best")
-        if best is not None:
-            self.accelerator.load_state(str(best))
+        best = self.checkpoints.load("best") if self.checkpoints.exists() else None
         metrics = self.evaluate("query", "reference" if self.splits.reference is not None else None)
         if self.splits.test_classes_are_train_classes:
             metrics.update(self.classification_metrics())
@@ -445,7 +446,7 @@ class RecipeRun:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)
             self.run.append_metrics({"split": "test", **metrics})
-            self.export_embedding_model()
+            self.save_model()
             self.write_plots()
         self.finish_trackers()
         return metrics
@@ -456,11 +457,11 @@ class RecipeRun:
         for tracker in self.accelerator.trackers:
             tracker.finish()
 
-    def export_embedding_model(self) -> Path:
-        """Writes ``embedding_model.pt``: see :func:`~pml_vmf.training.export.load_embedding_model`."""
+    def save_model(self) -> Path:
+        """Writes the tested model as ``model/``, the folder :func:`pml_vmf.load_embedder` reads."""
         vmf = self.loss.loss if self.loss.is_vmf else None
-        return export_embedding_model(
-            self.run.embedding_model, self.config, self.unwrapped_model, vmf.means if vmf is not None else None,
+        return save_run_model(
+            self.run.model, self.config, self.unwrapped_model, vmf.means if vmf is not None else None,
             kappa=vmf.kappa if vmf is not None else None, class_names=self.splits.train.class_names,
         )  # fmt: skip
 

@@ -20,7 +20,8 @@ import torch
 from .config import ConfigError, load_config, parse_override
 from .engine import RecipeRun
 from .losses import LOSSES
-from .run_folder import RunFolder, atomic_write_text
+from ..files import atomic_write_text
+from .run_folder import RunFolder
 
 HEADLINE = (
     "mean_average_precision_at_r", "recall_at_1", "r_precision", "precision_at_1", "classifier_accuracy", "nearest_mean_accuracy",
@@ -104,10 +105,7 @@ def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, ru
     """Trains one planned run (resuming it if it stopped) and returns its CSV row."""
     folder = RunFolder(runs_dir / planned.name)
     config = load_config(config_path, [*overrides, f"run.output_dir={runs_dir}", *planned.overrides()])
-    resume = folder.checkpoints.is_dir() and (folder.checkpoints / "index.json").is_file()
-    if folder.root.exists() and not resume:
-        shutil.rmtree(folder.root)  # the benchmark's own partial folder, from before its first checkpoint
-    run = RecipeRun(config, resume=resume)
+    run = RecipeRun(config, resume=folder.holds_a_run())  # a folder without a checkpoint starts from the beginning
     metrics = run.fit() or {}
     is_main = run.accelerator.is_main_process
     del run

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run's files are as readable as any other output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..files import atomic_write_text
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -53,7 +37,7 @@ class RunFolder:
     final_metrics = property(lambda self: self.root / "metrics.json")
     plots = property(lambda self: self.root / "plots")
     checkpoints = property(lambda self: self.root / "checkpoints")
-    embedding_model = property(lambda self: self.root / "embedding_model.pt")
+    model = property(lambda self: self.root / "model")  # the tested model: embedder.json + safetensors
 
     def holds_a_run(self) -> bool:
         return self.config.is_file() or self.checkpoints.is_dir()
@@ -73,9 +57,14 @@ class RunFolder:
         return _read_jsonl(self.steps_log)
 
     def truncate_logs(self, epoch: int, global_step: int) -> None:
-        """Drops what a resumed run logs again: evaluations of ``epoch`` and later, steps after the ``global_step``
-        steps its checkpoint had taken (steps are numbered from 1)."""
-        for path, keep in ((self.metrics_log, lambda r: r.get("epoch", -1) < epoch), (self.steps_log, lambda r: r["global_step"] <= global_step)):
+        """Drops what a resumed run logs again, so that its logs end as an uninterrupted run's: evaluations of
+        ``epoch`` and later, the test record, and steps after the ``global_step`` steps its checkpoint had taken
+        (steps are numbered from 1)."""
+        keeps = (
+            (self.metrics_log, lambda r: r.get("split") != "test" and r.get("epoch", -1) < epoch),
+            (self.steps_log, lambda r: r["global_step"] <= global_step),
+        )
+        for path, keep in keeps:
             if path.is_file():
                 atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in _read_jsonl(path) if keep(r)))
 

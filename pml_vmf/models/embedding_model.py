@@ -10,7 +10,7 @@ import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
 
-from .config import ConfigError
+from ..errors import ConfigError
 
 
 class EmbeddingModel(torch.nn.Module):

@@ -1,0 +1,75 @@
+"""Runs that failed or were damaged: up-front validation, re-running a folder without a checkpoint, resuming past a
+lost or truncated checkpoint file, and one-line messages where the README promises one."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.recipe_runs import DIGITS_CONFIG, run_train_script
+
+ONE_STEP = ("train.epochs=1", "train.max_steps_per_epoch=2")
+
+
+def _common(digits_folder, tmp_path) -> list:
+    return ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}"]
+
+
+def _one_line_error(completed, code: int = 2) -> str:
+    assert completed.returncode == code, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    return completed.stderr
+
+
+def test_a_bad_setting_is_refused_before_a_run_folder_exists(digits_folder, tmp_path):
+    completed = run_train_script(*_common(digits_folder, tmp_path), "run.name=bad", "train.batch_size=-4", expect_success=False)
+    assert "train.batch_size must be an integer of at least 1, got -4" in _one_line_error(completed)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_a_folder_without_a_checkpoint_can_be_run_again_and_resumed(digits_folder, tmp_path):
+    common = [*_common(digits_folder, tmp_path), *ONE_STEP]
+    failed = tmp_path / "again"
+    failed.mkdir()
+    (failed / "config.yaml").write_text("run: {name: again}\n")  # what a run that died before its first checkpoint left
+    (failed / "train_steps.jsonl").write_text(json.dumps({"epoch": 0, "step": 1, "global_step": 1, "loss": 9.0, "lr": [0.1]}) + "\n")
+    completed = run_train_script(*common, "run.name=again")
+    assert "holds no checkpoint yet: training it from the beginning" in completed.stdout
+    steps = [json.loads(line) for line in (failed / "train_steps.jsonl").read_text().splitlines()]
+    assert [s["global_step"] for s in steps] == [1, 2] and steps[0]["loss"] != 9.0  # the old attempt's log is gone
+    shutil.rmtree(failed / "checkpoints")
+    (failed / "metrics.json").unlink()
+    resumed = run_train_script("--resume", str(failed), *ONE_STEP)
+    assert "training it from the beginning" in resumed.stdout and (failed / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_resuming_past_a_lost_checkpoint_index_logs_as_an_uninterrupted_run(uninterrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    (run / "checkpoints" / "index.json").unlink()
+    completed = run_train_script("--resume", str(run))  # a finished run: it tests its best checkpoint again
+    assert "index.json is missing or damaged" in completed.stderr
+    logs = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (uninterrupted_run, run)]
+    assert [r["split"] for r in logs[1]] == [r["split"] for r in logs[0]] == ["val", "val", "val", "test"]  # one test record
+    assert logs[1][-1] == pytest.approx(logs[0][-1], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_or_a_changed_architecture_is_one_line_that_names_it(uninterrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    changed = run_train_script("--resume", str(run), "model.embedding_size=16", expect_success=False)
+    assert "does not fit this run's model or loss" in _one_line_error(changed)
+    weights = run / "checkpoints" / "epoch_0002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    truncated = run_train_script("--resume", str(run), expect_success=False)
+    assert f"No intact checkpoint in {run / 'checkpoints'}: {weights} is truncated or altered" in _one_line_error(truncated)
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(digits_folder, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    completed = run_train_script(*_common(digits_folder, blocker), "run.name=x", *ONE_STEP, expect_success=False)
+    assert "cannot write the run folder" in _one_line_error(completed)

@@ -1,0 +1,266 @@
+"""Files a user may have downloaded are hostile: no load runs code from them, and nothing written is lost or mixed.
+
+Models, exports, indexes and checkpoints: a crafted pickle never runs (a marker file it would create stays absent)
+and gets an error that names it; indexes and exports appear whole or not at all; damaged files are named.
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from pml_vmf import load_embedder
+from pml_vmf.errors import DamagedFileError, UnsafeFileError
+from pml_vmf.inference import Embedder, EmbedderConfig, EmbeddingIndex, ModelNotFoundError
+from pml_vmf.inference.export import ExportCheckError, export_embedder
+from pml_vmf.models import create_embedding_model
+from pml_vmf.training.checkpoints import MANIFEST, CheckpointKeeper
+from tests.multiprocess import child_environment
+from tests.recipe_runs import REPO, run_script
+
+EXPORT, INDEX, SEARCH = (REPO / "recipes" / f"{name}.py" for name in ("export", "index", "search"))
+TRANSFORM = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
+
+
+class _CreatesMarker:
+    """Unpickled, it calls ``open(marker, "w")``: the file's existence proves that loading ran the file's code."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _craft(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": _CreatesMarker(marker)}, path)
+    return path
+
+
+def _embedder(width: int = 8, seed: int = 0) -> Embedder:
+    torch.manual_seed(seed)
+    means = torch.nn.functional.normalize(torch.randn(3, width), dim=1)
+    return Embedder(create_embedding_model("test_resnet", width), EmbedderConfig("test_resnet", width, TRANSFORM, kappa=8.0), means)
+
+
+def test_the_crafted_file_would_run_code_if_unpickled(tmp_path):
+    """The premise of every test below: a plain unpickling of the crafted file creates the marker."""
+    marker = tmp_path / "pwned"
+    torch.load(_craft(tmp_path / "evil.pt", marker), weights_only=False)
+    assert marker.exists()
+
+
+def test_a_pickled_model_is_refused_by_name_and_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    crafted = _craft(tmp_path / "run" / "embedding_model.pt", marker)
+    with pytest.raises(UnsafeFileError, match=f"{crafted}.*does not load models from pickles"):
+        load_embedder(crafted)
+    with pytest.raises(ModelNotFoundError, match="expected a model folder"):
+        load_embedder(crafted.parent)  # a run folder with only the pickle: no model folder
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_the_scripts_never_unpickle_a_model_they_are_given_or_an_index_names(tmp_path, digits_folder):
+    marker = tmp_path / "pwned"
+    crafted = _craft(tmp_path / "downloaded" / "embedding_model.pt", marker)
+    index = tmp_path / "index"
+    EmbeddingIndex(8).add(torch.randn(4, 8), ["a", "b", "c", "d"]).save(index, model=str(crafted))  # a downloaded index.json
+    query = str(sorted((digits_folder / "1").iterdir())[0])
+    calls = {
+        "export.py --run": (EXPORT, "--run", str(crafted), "--out", str(tmp_path / "export"), "--check-images", str(digits_folder / "1")),
+        "index.py --model": (INDEX, "--model", str(crafted), "--images", str(digits_folder / "1"), "--out", str(tmp_path / "i")),
+        "search.py --model": (SEARCH, "--index", str(index), "--model", str(crafted), "--query", query),
+        "search.py, the index's model": (SEARCH, "--index", str(index), "--query", query),
+    }
+    for call, (script, *args) in calls.items():
+        completed = run_script(script, *args, expect_success=False)
+        assert completed.returncode == 2 and str(crafted) in completed.stderr, (call, completed.stderr)
+        assert "Traceback" not in completed.stderr and not marker.exists(), call
+    k0 = run_script(SEARCH, "--index", str(index), "--query", query, "-k", "0", expect_success=False)
+    assert k0.returncode == 2 and "-k is the number of results per query, at least 1" in k0.stderr and "Traceback" not in k0.stderr
+
+
+def _resume(run, *overrides) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "train.py"), "--resume", str(run), *overrides],
+        capture_output=True, text=True, timeout=600, env=child_environment(), cwd=REPO,
+    )  # fmt: skip
+
+
+def _rewrite_manifest(checkpoint) -> None:
+    """As an attacker would: the manifest made to agree with the planted file, so that only the loader stands."""
+    from pml_vmf.files import file_sha256
+
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(checkpoint.iterdir()) if p.name != MANIFEST}
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.slow
+# custom_checkpoint_0.pkl: accelerate's custom states, which it unpickles in full; pml-vmf never writes one.
+@pytest.mark.parametrize("planted", ["loss.pt", "miner_process0.pt", "progress.pt", "random_states_0.pkl", "custom_checkpoint_0.pkl"])
+def test_resume_never_runs_code_planted_in_a_checkpoint(planted, uninterrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    marker = tmp_path / "pwned"
+    checkpoint = run / "checkpoints" / "epoch_0002"
+    _craft(checkpoint / planted, marker)
+    _rewrite_manifest(checkpoint)
+    completed = _resume(run)
+    assert not marker.exists(), completed.stderr
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert f"{checkpoint / planted} " in completed.stderr and "is not loaded" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def _keeper_run(folder):
+    """A CheckpointKeeper over a small model, optimizer and a shared object, in this process."""
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    progress = torch.nn.Module()
+    progress.register_buffer("epoch", torch.zeros(()))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return CheckpointKeeper(accelerator, folder, shared={"progress": progress}), model, progress
+
+
+def test_a_damaged_last_checkpoint_is_named_and_the_intact_one_is_loaded(tmp_path):
+    keeper, model, progress = _keeper_run(tmp_path / "checkpoints")
+    for epoch in range(2):
+        progress.epoch.fill_(epoch)
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        keeper.save(f"epoch_{epoch:04d}", is_best=epoch == 0)  # best: epoch 0, last: epoch 1; both kept
+    assert keeper.damage(tmp_path / "checkpoints" / "epoch_0001") is None
+    damaged = tmp_path / "checkpoints" / "epoch_0001" / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=f"{damaged} is truncated or altered.*loading .*epoch_0000 instead"):
+        loaded = keeper.load("last")
+    assert loaded.name == "epoch_0000" and progress.epoch.item() == 0 and model.weight.eq(0).all()
+    (tmp_path / "checkpoints" / "epoch_0000" / "progress.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(DamagedFileError, match="No intact checkpoint.*model.safetensors is truncated.*progress.pt is truncated"):
+        keeper.load("last")
+
+
+def test_a_lost_checkpoint_index_is_named_and_the_newest_intact_checkpoint_is_loaded(tmp_path):
+    keeper, model, progress = _keeper_run(tmp_path / "checkpoints")
+    for epoch in range(2):
+        progress.epoch.fill_(epoch)
+        keeper.save(f"epoch_{epoch:04d}", is_best=True)
+    keeper.save("epoch_0002_step_000003", is_best=False)  # mid-epoch, after epoch 1's end: the newest
+    progress.epoch.fill_(-1)
+    (tmp_path / "checkpoints" / "index.json").unlink()
+    with pytest.warns(UserWarning, match="index.json is missing or damaged"):
+        assert keeper.load("last").name == "epoch_0002_step_000003"
+    assert progress.epoch.item() == 1
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(FileNotFoundError, match="has not finished an epoch yet"):
+        keeper.load("last")
+
+
+def test_an_index_is_written_whole_or_not_at_all_and_never_replaced_unasked(tmp_path, monkeypatch):
+    import faiss
+
+    folder = tmp_path / "index"
+    first = EmbeddingIndex(8).add(torch.randn(5, 8), [f"a{i}" for i in range(5)])
+    first.save(folder)
+    with pytest.raises(FileExistsError, match="already exists and was left as it is.*--overwrite"):
+        EmbeddingIndex(8).add(torch.randn(3, 8)).save(folder)
+    assert EmbeddingIndex.load(folder).paths == first.paths
+
+    def killed_mid_write(index, path):  # as a kill between index.faiss and paths.json would
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss, "write_index", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingIndex(8).add(torch.randn(3, 8)).save(folder, overwrite=True)
+    monkeypatch.undo()
+    assert EmbeddingIndex.load(folder).paths == first.paths  # the old index, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary folder left behind
+    EmbeddingIndex(8).add(torch.randn(3, 8), ["b0", "b1", "b2"]).save(folder, overwrite=True)
+    assert EmbeddingIndex.load(folder).paths == ["b0", "b1", "b2"] and sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_a_damaged_or_mixed_index_is_named(tmp_path):
+    def fresh(name):
+        return EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / name)
+
+    truncated = fresh("truncated") / "index.faiss"
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    with pytest.raises(DamagedFileError, match=f"{truncated} cannot be read by faiss"):
+        EmbeddingIndex.load(truncated.parent)
+    paths = fresh("paths") / "paths.json"
+    paths.write_text(paths.read_text()[:10])
+    with pytest.raises(DamagedFileError, match=f"{paths} is not valid JSON"):
+        EmbeddingIndex.load(paths.parent)
+    mixed = fresh("mixed")
+    (mixed / "paths.json").write_text(json.dumps(["x"] * 5))  # another index's paths
+    with pytest.raises(DamagedFileError, match="index.faiss vectors 6, paths.json entries 5, index.json size 6"):
+        EmbeddingIndex.load(mixed)
+    newer = fresh("newer")
+    meta = json.loads((newer / "index.json").read_text())
+    (newer / "index.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99; this pml-vmf reads up to 1"):
+        EmbeddingIndex.load(newer)
+
+
+def test_an_export_is_checked_before_it_appears_and_never_mixed_with_an_older_one(tmp_path, monkeypatch):
+    from pml_vmf.inference import export as export_module
+
+    folder, batch = tmp_path / "export", torch.randn(3, 3, 32, 32)
+    export_embedder(_embedder(), folder, ["safetensors", "torchscript"], batch)
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_embedder(_embedder(seed=1), folder, ["safetensors"], batch)
+    export_embedder(_embedder(seed=1), folder, ["safetensors"], batch, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["class_means.safetensors", "embedder.json", "model.safetensors"]
+    assert load_embedder(folder).fingerprint == _embedder(seed=1).fingerprint != _embedder(seed=0).fingerprint
+    for file in folder.iterdir():  # as readable as any other output, not 0600
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~_umask(), file
+
+    def onnx_fails(*args):
+        raise RuntimeError("the ONNX exporter failed")
+
+    monkeypatch.setattr(export_module, "_export_onnx", onnx_fails)
+    with pytest.raises(RuntimeError, match="ONNX exporter failed"):
+        export_embedder(_embedder(seed=2), tmp_path / "new", ["safetensors", "onnx"], batch)
+    with pytest.raises(ExportCheckError, match="nothing was written"):
+        export_embedder(_embedder(seed=2), tmp_path / "new", ["safetensors"], batch, atol=-1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial folder, no temporary one
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_model_folder_from_a_newer_version_loads_and_a_damaged_one_is_named(tmp_path):
+    folder = _embedder().save(tmp_path / "model")
+    config = json.loads((folder / "embedder.json").read_text())
+    (folder / "embedder.json").write_text(json.dumps({**config, "added_in_a_later_version": 1}))
+    with pytest.warns(UserWarning, match="ignoring keys this pml-vmf does not know: added_in_a_later_version"):
+        assert load_embedder(folder).fingerprint == _embedder().fingerprint
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    with pytest.raises(DamagedFileError, match=f"{weights} cannot be read as safetensors"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_embedder(folder)
+    (folder / "embedder.json").write_text("{not json")
+    with pytest.raises(DamagedFileError, match="embedder.json is not valid JSON"):
+        load_embedder(folder)
+
+
+def test_importing_inference_does_not_import_the_training_stack():
+    code = (
+        "import sys, pml_vmf.inference; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('accelerate', 'matplotlib') or m.startswith('pml_vmf.training')])"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_environment(), cwd=REPO, check=True)
+    assert completed.stdout.strip() == "[]"
