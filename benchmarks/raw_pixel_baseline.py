@@ -28,11 +28,12 @@ def raw_pixel_metrics(config_path: str, overrides: list) -> dict:
     with tempfile.TemporaryDirectory() as scratch:  # the run folder RecipeRun wants; nothing is kept
         config = load_config(config_path, [*overrides, "train.epochs=0", f"run.output_dir={scratch}", "run.name=raw-pixels"])
         run = RecipeRun(config)
-        run.model = torch.nn.Flatten()  # the "embedding" is the normalised image itself
-        metrics = run.evaluate("query", "reference" if run.splits.reference is not None else None)
+        evaluator = run.evaluator
+        evaluator.model = torch.nn.Flatten()  # the "embedding" is the normalised image itself
+        metrics = evaluator.evaluate("query", "reference" if run.splits.reference is not None else None)
         if run.splits.test_classes_are_train_classes:
-            query, labels = run.embeddings["query"]
-            metrics["nearest_mean_accuracy"] = nearest_mean_accuracy(query, labels, run.full_pass_estimate().means.cpu())
+            query, labels = evaluator.embeddings["query"]
+            metrics["nearest_mean_accuracy"] = nearest_mean_accuracy(query, labels, evaluator.training_set_means().means.cpu())
         run.accelerator.end_training()
     return metrics
 

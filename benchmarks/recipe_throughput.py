@@ -31,7 +31,7 @@ def bare_loop_seconds(run: RecipeRun, model: torch.nn.Module, steps: int, dtype:
     """The loop a user would write by hand: no accelerate, no scheduler, no progress bar, no logging."""
     device = run.device
     c = run.config
-    loss_func = VMFLoss(run.num_classes, c.model.embedding_size, **c.loss.params.get("vmf", {})).to(device)
+    loss_func = VMFLoss(run.evaluator.num_classes, c.model.embedding_size, **c.loss.params.get("vmf", {})).to(device)
     loss_func.means.copy_(run.loss.loss.means)
     miner = GlobalMeanMiner(loss_func, **c.loss.miner_params.get("vmf", {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.optim.lr, weight_decay=c.optim.weight_decay)
@@ -70,7 +70,7 @@ def main() -> None:
              f"train.max_steps_per_epoch={args.steps}", f"run.mixed_precision={args.mixed_precision}", *args.overrides],
         )  # fmt: skip
         run = RecipeRun(config)
-        run.refresh_means_with_full_pass()
+        run.means.refresh_with_full_pass()
         c = config
         bare_model = create_embedding_model(c.model.backbone, c.model.embedding_size, freeze_batchnorm=c.model.freeze_batchnorm).to(run.device)
         dtype = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]

@@ -10,10 +10,11 @@ import errno
 import re
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from pml_vmf.data import UnreadableImageError
 from pml_vmf.errors import DamagedFileError
-from pml_vmf.training import NonFiniteLossError, RecipeRun, TrainingInterrupted, load_config
+from pml_vmf.training import NonFiniteLossError, RecipeRun, RunHook, TrainingInterrupted, load_config
 
 
 # A full or read-only disk, an output folder under a file: the run cannot go on, and the user can fix it.
@@ -29,7 +30,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list) -> int:
+def main(argv: list, hooks: Sequence[RunHook] = ()) -> int:
+    """Runs the script; ``hooks`` (:class:`~pml_vmf.training.RunHook`) are called at the end of each step and epoch."""
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.data_root is not None:
@@ -47,7 +49,7 @@ def main(argv: list) -> int:
         config_path = Path(args.config)
     try:  # mistakes in the config, the dataset or the run folder: one line that says what to fix
         config = load_config(config_path, overrides)
-        run = RecipeRun(config, resume=args.resume is not None)
+        run = RecipeRun(config, resume=args.resume is not None, hooks=hooks)
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError, DamagedFileError are ValueErrors
         print(f"train.py: {error}", file=sys.stderr)
         return 2

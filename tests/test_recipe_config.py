@@ -214,7 +214,7 @@ def test_vmf_without_a_step_schedule_publishes_its_means_once_per_epoch():
     units = torch.nn.functional.normalize(torch.stack(batches), dim=2).view(3, 2, 2, 4)  # batch, class, sample, dim
     first_batch_means = torch.nn.functional.normalize(units[0].sum(1))
     torch.testing.assert_close(training_loss.loss.means, first_batch_means)  # seeded, not yet updated
-    training_loss.end_epoch()
+    _schedule(training_loss).end_epoch()
     torch.testing.assert_close(training_loss.loss.means, torch.nn.functional.normalize(units.sum((0, 2))))
 
 
@@ -223,8 +223,48 @@ def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch(
     training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
     seeded = training_loss.loss.means.clone()
     training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
-    training_loss.end_epoch()
+    _schedule(training_loss).end_epoch()
     torch.testing.assert_close(training_loss.loss.means, seeded)
+
+
+def _schedule(training_loss, **settings):
+    from pml_vmf.training.mean_schedule import VMFMeanSchedule
+
+    def no_full_pass():
+        raise AssertionError("this schedule makes no full pass")
+
+    return VMFMeanSchedule(training_loss, settings.pop("full_pass", no_full_pass), lambda t: t, **settings)
+
+
+def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
+    from pml_vmf.class_means import ClassMeanEstimate
+    from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
+
+    config = load_config(None, ["loss.name=triplet"])
+    triplet = build_mean_schedule(config, build_training_loss("triplet", 2, 4), None, None)
+    assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch() == {}
+    passes = []
+
+    def full_pass():
+        passes.append(len(passes))
+        means = torch.eye(4)[:2] * (len(passes) + 1)  # a different estimate at each pass
+        ones = torch.ones(2)
+        return ClassMeanEstimate(means, ones.long(), ones, ones)
+
+    training_loss = build_training_loss("vmf", 2, 4, use_miner=False)
+    schedule = _schedule(training_loss, full_pass=full_pass, mean_update="full_pass", init_full_pass=True)
+    assert training_loss.loss.stale_means_warning_steps is None  # refreshed every epoch, however long
+    schedule.before_training(global_step=5)  # a resumed run: its means come from the checkpoint
+    assert passes == []
+    schedule.before_training(global_step=0)
+    torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 2)
+    record = schedule.end_epoch()
+    assert passes == [0, 1] and set(record) >= {"vmf/resultant_length_mean", "vmf/concentration_mean"}
+    torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 3)
+    ema = _schedule(training_loss, init_full_pass=False, mean_ema=0.5)
+    ema.after_step(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]]), torch.tensor([0, 1]))
+    expected = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]]), dim=1)
+    torch.testing.assert_close(training_loss.loss.means, expected)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 
 from .config import ConfigError, RecipeConfig, load_config, save_config
 from .engine import RecipeRun
+from .hooks import RunHook
 from .interruptions import NonFiniteLossError, TrainingInterrupted
 from .losses import LOSSES, TrainingLoss, build_training_loss
 from .softmax_loss import SoftmaxLoss
@@ -13,6 +14,7 @@ __all__ = [
     "NonFiniteLossError",
     "RecipeConfig",
     "RecipeRun",
+    "RunHook",
     "SoftmaxLoss",
     "TrainingInterrupted",
     "TrainingLoss",

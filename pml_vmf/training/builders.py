@@ -15,6 +15,7 @@ from ..models import EmbeddingModel, create_embedding_model
 from .config import ConfigError, RecipeConfig
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
+from .mean_schedule import check_mean_settings, uses_miner_for_means
 
 
 def multiprocess_without_cuda() -> bool:
@@ -43,21 +44,11 @@ def check_config(c: RecipeConfig) -> None:
                 raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}.")
     if c.train.max_steps_per_epoch is not None and c.train.max_steps_per_epoch < 1:
         raise ConfigError(f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}.")
-    if c.loss.mean_update not in ("miner", "full_pass"):
-        raise ConfigError(f"loss.mean_update must be miner or full_pass, got {c.loss.mean_update!r}.")
-    if c.loss.name == "vmf" and c.loss.mean_update == "full_pass" and not c.loss.init_full_pass:
-        raise ConfigError(
-            "loss.mean_update=full_pass trains without the miner, so with loss.init_full_pass=false the vMF means "
-            "would be zero for the whole first epoch. Set loss.init_full_pass=true, or use loss.mean_update=miner."
-        )
+    check_mean_settings(c)
     if c.optim.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"optim.optimizer must be adamw or sgd, got {c.optim.optimizer!r}.")
     if c.optim.scheduler not in ("cosine", "constant"):
         raise ConfigError(f"optim.scheduler must be cosine or constant, got {c.optim.scheduler!r}.")
-    if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
-        raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
-    if c.loss.mean_ema is not None and c.loss.name != "vmf":
-        raise ConfigError(f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
     patience = c.train.early_stopping_patience
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ConfigError(
@@ -129,18 +120,15 @@ def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *
 
 
 def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> TrainingLoss:
-    is_vmf = c.loss.name == "vmf"
     loss = build_training_loss(
         c.loss.name,
         num_classes,
         c.model.embedding_size,
         params=c.loss.params.get(c.loss.name) or {},
         miner_params=c.loss.miner_params.get(c.loss.name) or {},
-        use_miner=not (is_vmf and c.loss.mean_update == "full_pass"),
+        use_miner=uses_miner_for_means(c),
         distributed=accelerator.num_processes > 1,
     )
-    if is_vmf and c.loss.mean_update == "full_pass":
-        loss.loss.stale_means_warning_steps = None  # the engine refreshes the means after every epoch, however long
     loss.loss.to(accelerator.device)
     if loss.miner is not None:
         loss.miner.to(accelerator.device)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -27,6 +30,17 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the step was not applied and no checkpoint was written."""
+
+    @classmethod
+    def at(cls, progress, steps_per_epoch: int, local_loss: float, last_checkpoint, hints: list, run_root) -> "NonFiniteLossError":
+        """The error for the step after ``progress``, naming where it happened, what was kept and what to lower."""
+        kept = f"The last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "No checkpoint had been written yet"
+        return cls(
+            f"The training loss is not finite (this process: {local_loss}) at epoch {progress.epoch}, step "
+            f"{progress.step + 1} of {steps_per_epoch} (global step {progress.global_step + 1}); the step was not "
+            f"applied and nothing was saved. {kept}. Lower {', or '.join(hints)}, then continue with --resume "
+            f"{run_root} (with the new values as overrides) or start a new run."
+        )
 
 
 class StopSignals:
@@ -69,3 +83,46 @@ def ignore_stop_signals_in_worker(worker_id: int) -> None:
     sent to the whole process group must not kill its data workers first (the step in flight would then fail)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+class StepGuard:
+    """The per-step agreement between processes: one reduction tells every process the mean loss, whether any
+    process's loss is not finite, and whether any process received a stop signal, so that all of them stop after
+    the same step (and a NaN stops every process before the step is applied).
+
+    Args:
+        accelerator: the run's accelerator.
+        stop_signals: this process's signal handler.
+
+    Attributes:
+        stop_agreed: after :meth:`check`, whether any process has received a stop signal.
+    """
+
+    def __init__(self, accelerator, stop_signals: StopSignals) -> None:
+        self.accelerator = accelerator
+        self.stop_signals = stop_signals
+        self.stop_agreed = False
+
+    def check(self, loss: "torch.Tensor") -> "tuple[float, Optional[float]]":
+        """Returns the loss averaged over processes, and this process's loss when any process's is not finite
+        (else None)."""
+        import torch
+
+        value = loss.detach().float()
+        finite = torch.isfinite(value)
+        stop = float(self.stop_signals.received is not None)
+        state = torch.stack([torch.where(finite, value, 0.0), (~finite).float(), torch.tensor(stop, device=value.device)])
+        if self.accelerator.num_processes > 1:
+            state = self.accelerator.reduce(state, "sum")
+        loss_sum, num_non_finite, num_stopping = state.tolist()
+        self.stop_agreed = num_stopping > 0
+        return loss_sum / self.accelerator.num_processes, value.item() if num_non_finite else None
+
+    def any_stop_signal(self) -> bool:
+        """Whether any process received a stop signal; the same answer on every process."""
+        received = self.stop_signals.received is not None
+        if self.accelerator.num_processes == 1:
+            return received
+        import torch
+
+        return self.accelerator.reduce(torch.tensor(float(received), device=self.accelerator.device), "sum").item() > 0

@@ -112,14 +112,13 @@ class TrainingLoss:
     def parameters(self) -> list:
         return [p for p in self.loss.parameters() if p.requires_grad]
 
-    def end_epoch(self) -> None:
-        """Publishes the vMF means accumulated over the epoch when the miner has no step schedule.
+    def saved_means_and_kappa(self) -> tuple:
+        """The class means and kappa a saved model carries for classification: vMF's, or ``(None, None)``."""
+        return (self.loss.means, self.loss.kappa) if self.is_vmf else (None, None)
 
-        With ``update_every=None`` the miner only accumulates, so this end-of-epoch publication is the paper's
-        once-per-epoch mean step. Every process must call it (the sums are all-reduced).
-        """
-        if isinstance(self.miner, GlobalMeanMiner) and self.miner.update_every is None:
-            self.miner.update_means()
+    def divergence_hints(self) -> list:
+        """What to lower, besides the learning rates, when this loss diverges."""
+        return [f"the vMF kappa (loss.params.vmf.kappa, now {self.loss.kappa:g})"] if self.is_vmf else []
 
     def sync_parameter_gradients(self) -> None:
         """Averages loss-parameter gradients over processes, undoing the wrapper's scale by the world size.

@@ -1,0 +1,137 @@
+"""What a run measures: validation and test retrieval metrics, closed-set accuracy, the training set's class means,
+and the run's plots."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+
+from ..class_means import ClassMeanEstimate, compute_class_means
+from ..data import RetrievalSplits, load_rgb
+from ..evaluation import build_accuracy_calculator, embed_dataset, nearest_mean_accuracy, predict_with_loss, retrieval_metrics
+from .config import RecipeConfig
+from .mean_schedule import MeanSchedule
+from .run_folder import RunFolder
+
+
+class RunEvaluator:
+    """Embeds a run's evaluation splits on every process and scores them on the main process.
+
+    Args:
+        config: the run's config (its ``eval`` section).
+        accelerator: the run's accelerator (gathering, autocast).
+        model: the prepared model; evaluated as it is when called (eval mode is set by the embedding loop).
+        splits: the run's splits.
+        loaders: ``{split name: prepared eval loader}`` for ``train``, ``query``, and ``val``/``reference`` where
+            the protocol has them.
+        num_classes: the training classes.
+
+    Attributes:
+        embeddings: the last embeddings and labels of each evaluated split, for the plots.
+    """
+
+    def __init__(
+        self, config: RecipeConfig, accelerator: Accelerator, model: torch.nn.Module, splits: RetrievalSplits, loaders: dict, num_classes: int
+    ) -> None:
+        self.config, self.accelerator, self.model = config, accelerator, model
+        self.splits, self.loaders, self.num_classes = splits, loaders, num_classes
+        self.device = accelerator.device
+        e = config.eval
+        self.calculator = build_accuracy_calculator(e.recall_at, e.metrics, knn=e.knn, knn_batch_size=e.knn_batch_size, device=self.device)
+        self.embeddings: dict = {}
+
+    def embed(self, name: str) -> tuple:
+        """``(embeddings, labels, dataset indices)`` of split ``name``, every sample once, on every process."""
+        return embed_dataset(
+            self.model, self.loaders[name], device=self.device, gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast
+        )
+
+    def training_set_means(self) -> ClassMeanEstimate:
+        """The class means (and their spread) of one pass over the training set: eval transforms, every sample once."""
+        with self.accelerator.autocast():
+            return compute_class_means(
+                self.model, self.loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
+            )
+
+    def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:
+        """Retrieval metrics of one split, computed on the main process and returned there (``{}`` elsewhere)."""
+        query, query_labels, indices = self.embed(query_set)
+        reference = reference_labels = None
+        if reference_set is not None:
+            reference, reference_labels, _ = self.embed(reference_set)
+        self.embeddings[query_set] = (query, query_labels)
+        if reference_set is not None:
+            self.embeddings[reference_set] = (reference, reference_labels)
+        metrics: dict = {}
+        if self.accelerator.is_main_process:
+            metrics = retrieval_metrics(self.calculator, query, query_labels, reference, reference_labels)
+            metrics["num_query"] = len(indices)
+            metrics["num_unique_query"] = len(torch.unique(indices))
+        return metrics
+
+    def test(self, loss: torch.nn.Module, schedule: MeanSchedule) -> dict:
+        """The test metrics: retrieval, and closed-set accuracy where the test classes are the training classes."""
+        metrics = self.evaluate("query", "reference" if self.splits.reference is not None else None)
+        if self.splits.test_classes_are_train_classes:
+            metrics.update(self.classification_metrics(loss, schedule))
+        return metrics
+
+    def classification_metrics(self, loss: torch.nn.Module, schedule: MeanSchedule) -> dict:
+        """Closed-set accuracy on the query embeddings of the last :meth:`evaluate`.
+
+        ``nearest_mean_accuracy`` classifies by the class means of one full pass over the training set with the
+        tested checkpoint, for every loss. ``classifier_accuracy`` uses the loss's own classifier (softmax layer,
+        proxies). A loss that classifies by means its schedule sets (vMF) gets those full-pass means first, since
+        the paper's alternating algorithm ends with a mean step; the means the checkpoint held (up to
+        ``update_every - 1`` steps stale) are kept as ``classifier_accuracy_stale_means``, a diagnostic. The loss
+        keeps the full-pass means, so the saved model carries them.
+        """
+        query, labels = self.embeddings["query"]
+        means = self.training_set_means().means
+        metrics = {"nearest_mean_accuracy": nearest_mean_accuracy(query, labels, means.cpu())}
+        if schedule.holds_means:
+            stale = predict_with_loss(loss, query.to(self.device))
+            metrics["classifier_accuracy_stale_means"] = (stale == labels).float().mean().item()
+            schedule.set_means(means)
+        predictions = predict_with_loss(loss, query.to(self.device))
+        if predictions is not None:  # the loss's own classifier: vMF means, softmax layer, proxies
+            metrics["classifier_accuracy"] = (predictions == labels).float().mean().item()
+        return metrics
+
+    def write_plots(self, run: RunFolder) -> list:
+        """``plots/training_curves.png`` from the run's logs and ``plots/retrieval_grid.png`` from the last test."""
+        from ..evaluation import plot_retrieval_grid, plot_training_curves
+
+        paths = [plot_training_curves(run.read_metrics_log(), run.plots / "training_curves.png", run.read_steps_log())]
+        query, query_labels = self.embeddings["query"]
+        reference = reference_labels = load_reference = None
+        if self.splits.reference is not None:
+            reference, reference_labels = self.embeddings["reference"]
+            load_reference = lambda i: load_rgb(self.splits.reference, i)  # noqa: E731
+        paths.append(
+            plot_retrieval_grid(
+                query,
+                query_labels,
+                lambda i: load_rgb(self.splits.query, i),
+                run.plots / "retrieval_grid.png",
+                reference=reference,
+                reference_labels=reference_labels,
+                load_reference_image=load_reference,
+                num_queries=self.config.eval.grid_queries,
+                seed=self.config.run.seed,
+            )
+        )
+        return paths
+
+
+def evaluation_sets(splits: RetrievalSplits) -> dict:
+    """The splits a run embeds for evaluation, by name: ``train`` (its class means), ``query``, and ``val`` and
+    ``reference`` where the protocol has them."""
+    sets = {"train": splits.train, "query": splits.query}
+    if splits.val is not None:
+        sets["val"] = splits.val
+    if splits.reference is not None:
+        sets["reference"] = splits.reference
+    return sets
