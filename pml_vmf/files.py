@@ -1,9 +1,12 @@
-"""Writing files and folders so that a crash or a kill leaves the old one or the new one, never half or a mix."""
+"""Writing files and folders so that a crash or a kill leaves the old one or the new one, never half or a mix; and
+the CSV tables of results written that way."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -84,3 +87,20 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_rows(path: Path) -> list:
+    """The rows of a CSV file as dicts of strings; ``[]`` when it does not exist."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list) -> None:
+    """Writes the rows as CSV (the union of their columns), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

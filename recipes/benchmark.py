@@ -24,57 +24,13 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from pml_vmf.evaluation import plot_benchmark, plot_tuning_curves
+from benchmark_plots import plot_benchmark, plot_tuning_curves  # recipes/, beside this script
+from loss_benchmark import final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table
+
+from pml_vmf.files import atomic_write_text, read_rows, write_rows
 from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted
 from pml_vmf.training.builders import multiprocess_without_cuda
-from pml_vmf.training.loss_benchmark import (
-    BASELINE_NAME,
-    PlannedRun,
-    final_rows,
-    headline_metrics,
-    parse_grid,
-    read_rows,
-    run_one,
-    summary_table,
-    winners,
-    write_rows,
-)
-from pml_vmf.files import atomic_write_text
 from pml_vmf.training.run_folder import RunFolder
-
-
-def final_name(loss: str, seed: int, param: str | None = None, value: float | None = None) -> str:
-    """``vmf-kappa16-seed1`` for a tuned loss, ``triplet-seed1`` for one trained with its defaults."""
-    return f"{loss}-{param}{value:g}-seed{seed}" if param is not None else f"{loss}-seed{seed}"
-
-
-def plan(losses: list, seeds: list, grid: dict, rows: list, baseline: bool = True) -> list:
-    """The runs still to do, in order: the untrained baseline first, then per loss its tuning runs and, once they
-    are all in ``rows``, its seed runs."""
-    chosen = winners(rows, grid)
-    todo = [PlannedRun(BASELINE_NAME, "baseline", losses[0], seeds[0])] if baseline else []
-    for loss in losses:
-        if loss in grid:
-            param, values = grid[loss]
-            todo += [PlannedRun(f"tune-{loss}-{param}{v:g}", "tune", loss, seeds[0], param, v) for v in values]
-            if loss in chosen:
-                todo += [PlannedRun(final_name(loss, s, param, chosen[loss]), "final", loss, s, param, chosen[loss]) for s in seeds]
-        else:
-            todo += [PlannedRun(final_name(loss, s), "final", loss, s) for s in seeds]
-    done = {r["name"] for r in rows}
-    return [p for p in todo if p.name not in done]
-
-
-def reuse_winning_tuning_runs(rows: list, grid: dict, first_seed: int) -> list:
-    """The first seed's final rows of newly tuned losses: copies of their winning tuning run, not trained again."""
-    names = {r["name"] for r in rows}
-    copies = []
-    for loss, value in winners(rows, grid).items():
-        name = final_name(loss, first_seed, grid[loss][0], value)
-        if name not in names:
-            best = next(r for r in rows if r["phase"] == "tune" and r["loss"] == loss and float(r["value"]) == value)
-            copies.append({**best, "name": name, "phase": "final"})
-    return copies
 
 
 def main(argv: list) -> int:
@@ -84,7 +40,7 @@ def main(argv: list) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the benchmark folder (runs/, runs.csv, summary.md, plots/)")
     parser.add_argument("--losses", nargs="+", default=["vmf", "triplet", "normalized_softmax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32; default: each loss's registry grid (LossSpec.tuning)")
+    parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32; default: each loss's grid (loss_benchmark.TUNING_GRIDS)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the untrained network's row (train.epochs=0), trained losses are compared with")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",

@@ -11,7 +11,7 @@ from .embedding import embed_dataset
 from .faiss_index import FaissIndexKNN
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
 
-_PLOTS = ("plot_benchmark", "plot_retrieval_grid", "plot_search_grid", "plot_training_curves", "plot_tuning_curves")
+_PLOTS = ("plot_retrieval_grid", "plot_search_grid", "plot_training_curves")
 
 
 def __getattr__(name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -133,6 +134,13 @@ def _as_float(value: Any, dotted_key: str) -> float:
         raise ConfigError(f"Config key {dotted_key!r} takes a number, got {value!r}.") from None
 
 
+def _takes_float(section: type, key: str) -> bool:
+    """Whether the section's annotation of ``key`` admits a float (``float``, ``Optional[float]``), read as a type
+    rather than compared as text."""
+    annotation = typing.get_type_hints(section)[key]
+    return annotation is float or float in typing.get_args(annotation)
+
+
 def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
     parts = dotted_key.split(".")
     node: Any = config
@@ -152,8 +160,7 @@ def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
             current = getattr(node, part)
             if dataclasses.is_dataclass(current) or (isinstance(current, dict) and not isinstance(value, dict)):
                 raise ConfigError(f"Config key {dotted_key!r} is a section: set its keys, e.g. {dotted_key}.<key>=...")
-            annotation = str(next(f.type for f in dataclasses.fields(node) if f.name == part))
-            if value is not None and annotation == "Optional[float]" and not isinstance(value, bool):
+            if value is not None and _takes_float(type(node), part) and not isinstance(value, bool):
                 value = _as_float(value, dotted_key)  # a None default says nothing of the type: the annotation does
             if current is not None and value is not None:
                 if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):

@@ -24,8 +24,6 @@ class LossSpec:
         miner: the miner class it is usually trained with, or None.
         miner_defaults: the miner's keyword arguments.
         takes_classes: whether it takes ``num_classes`` and ``embedding_size`` (proxy and classifier losses).
-        tuning: its main hyper-parameter and the values ``recipes/benchmark.py --tune default`` tries (the default
-            and one step either side), or None.
         miner_follows: loss parameters whose miner namesake moves with them, keeping the gap between their
             defaults (a margin tuned on the loss alone leaves the miner's margin deciding which pairs are formed:
             contrastive's neg_margin 0.8 and 1.0 then train identically).
@@ -36,7 +34,6 @@ class LossSpec:
     miner: Optional[Callable] = None
     miner_defaults: dict = field(default_factory=dict)
     takes_classes: bool = False
-    tuning: Optional[tuple] = None
     miner_follows: tuple = ()
 
     def miner_kwargs(self, params: dict, miner_params: dict) -> dict:
@@ -50,16 +47,16 @@ class LossSpec:
 
 
 LOSSES: dict = {
-    "vmf": LossSpec(VMFLoss, {"kappa": 16.0}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True, tuning=("kappa", (8.0, 16.0, 32.0))),
-    "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, tuning=("margin", (0.05, 0.1, 0.2)), miner_follows=("margin",)),
-    "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, tuning=("neg_margin", (0.6, 0.8, 1.0)), miner_follows=("pos_margin", "neg_margin")),
-    "multi_similarity": LossSpec(losses.MultiSimilarityLoss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}, miners.MultiSimilarityMiner, {"epsilon": 0.1}, tuning=("base", (0.3, 0.5, 0.7))),
+    "vmf": LossSpec(VMFLoss, {"kappa": 16.0}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
+    "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, miner_follows=("margin",)),
+    "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, miner_follows=("pos_margin", "neg_margin")),
+    "multi_similarity": LossSpec(losses.MultiSimilarityLoss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}, miners.MultiSimilarityMiner, {"epsilon": 0.1}),
     "circle": LossSpec(losses.CircleLoss, {"m": 0.4, "gamma": 80.0}),
     "supcon": LossSpec(losses.SupConLoss, {"temperature": 0.1}),
-    "proxy_anchor": LossSpec(losses.ProxyAnchorLoss, {"margin": 0.1, "alpha": 32.0}, takes_classes=True, tuning=("alpha", (16.0, 32.0, 64.0))),
+    "proxy_anchor": LossSpec(losses.ProxyAnchorLoss, {"margin": 0.1, "alpha": 32.0}, takes_classes=True),
     "proxy_nca": LossSpec(losses.ProxyNCALoss, {"softmax_scale": 1.0}, takes_classes=True),
-    "normalized_softmax": LossSpec(losses.NormalizedSoftmaxLoss, {"temperature": 0.05}, takes_classes=True, tuning=("temperature", (0.025, 0.05, 0.1))),
-    "arcface": LossSpec(losses.ArcFaceLoss, {"margin": 28.6, "scale": 64.0}, takes_classes=True, tuning=("scale", (16.0, 32.0, 64.0))),
+    "normalized_softmax": LossSpec(losses.NormalizedSoftmaxLoss, {"temperature": 0.05}, takes_classes=True),
+    "arcface": LossSpec(losses.ArcFaceLoss, {"margin": 28.6, "scale": 64.0}, takes_classes=True),
     "cosface": LossSpec(losses.CosFaceLoss, {"margin": 0.35, "scale": 64.0}, takes_classes=True),
     "softmax": LossSpec(SoftmaxLoss, takes_classes=True),  # the classification baseline: linear layer + CE
     "soft_triple": LossSpec(losses.SoftTripleLoss, {"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01}, takes_classes=True),

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under `accelerate launch --multi_gpu --num_processes 2`.
+"""Run by tests/runs/test_distributed.py under `accelerate launch --multi_gpu --num_processes 2`.
 
 Each process feeds its half of every global batch to a GlobalMeanMiner and runs compute_class_means both ways
 (DistributedSampler, and an accelerate-prepared loader with gather_for_metrics), then saves what it got.

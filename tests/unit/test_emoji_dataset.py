@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from pml_vmf.data.emoji import VENDORS, build_emoji_dataset, split_of
-from tests.recipe_runs import REPO, run_script
 
 CODES = ["1f600", "1f601", "1f44d", "1f44d-1f3fd", "1f602", "2764-fe0f", "1f603", "1f604", "1f605"]
 
@@ -53,11 +52,3 @@ def test_a_missing_vendor_is_an_error(tmp_path):
     del tarballs["google"]
     with pytest.raises(ValueError, match="missing for google"):
         build_emoji_dataset(tarballs, tmp_path / "out")
-
-
-def test_the_script_refuses_to_write_into_a_non_empty_folder(tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
-    completed = run_script(REPO / "recipes" / "build_emoji_dataset.py", "--npm-dir", str(tmp_path), "--out", str(tmp_path / "out"),
-                           expect_success=False)  # fmt: skip
-    assert completed.returncode == 2 and (tmp_path / "out" / "keep.txt").read_text() == "mine"

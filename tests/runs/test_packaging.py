@@ -13,7 +13,7 @@ import pytest
 
 from tests.multiprocess import child_environment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

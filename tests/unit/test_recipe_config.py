@@ -9,7 +9,7 @@ from pml_vmf import VMFLoss
 from pml_vmf.models import create_embedding_model
 from pml_vmf.training import LOSSES, ConfigError, RecipeConfig, build_training_loss, load_config, save_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
 
 
 def test_every_protocol_has_a_shipped_config():

@@ -73,3 +73,12 @@ def test_estimate_summary_leaves_out_classes_without_samples_and_infinite_concen
     assert summary["vmf/resultant_length_mean"] == pytest.approx(0.75)
     r = 0.5
     assert summary["vmf/concentration_mean"] == summary["vmf/concentration_max"] == pytest.approx(r * (2 - r**2) / (1 - r**2))
+
+
+def test_full_pass_under_distributed_without_a_sharding_rule_is_an_error(monkeypatch):
+    import pml_vmf.class_means as class_means
+
+    monkeypatch.setattr(class_means, "is_distributed", lambda: True)
+    loader = DataLoader(TensorDataset(torch.randn(4, 5), torch.tensor([0, 1, 2, 3])), batch_size=2)
+    with pytest.raises(ValueError, match="gather=accelerator.gather_for_metrics"):
+        compute_class_means(torch.nn.Linear(5, 12), loader, 9)

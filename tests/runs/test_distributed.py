@@ -8,10 +8,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
 
-from .multiprocess import accelerate_launch
+from tests.multiprocess import accelerate_launch
 
 NUM_CLASSES, EMBEDDING_SIZE = 9, 12
-WORKER = Path(__file__).parent / "workers" / "distributed_means.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "distributed_means.py"
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +71,3 @@ def test_two_process_full_pass_counts_every_sample_once(data_and_results, way):
         estimate = result[way]
         assert estimate.counts.sum() == 101 and torch.equal(estimate.counts, expected.counts), f"rank {rank}"
         torch.testing.assert_close(estimate.means, expected.means, rtol=0, atol=1e-6, msg=f"{way}, rank {rank}")
-
-
-def test_full_pass_under_distributed_without_a_sharding_rule_is_an_error(monkeypatch):
-    import pml_vmf.class_means as class_means
-
-    monkeypatch.setattr(class_means, "is_distributed", lambda: True)
-    loader = DataLoader(TensorDataset(torch.randn(4, 5), torch.tensor([0, 1, 2, 3])), batch_size=2)
-    with pytest.raises(ValueError, match="gather=accelerator.gather_for_metrics"):
-        compute_class_means(torch.nn.Linear(5, EMBEDDING_SIZE), loader, NUM_CLASSES)

@@ -6,10 +6,7 @@ rerun skips the runs already in the CSV and resumes one that stopped mid-way fro
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +14,25 @@ from typing import Optional, Sequence
 
 import torch
 
-from .config import ConfigError, load_config, parse_override
-from .engine import RecipeRun
-from .losses import LOSSES
-from ..files import atomic_write_text
-from .run_folder import RunFolder
+from pml_vmf.errors import ConfigError
+from pml_vmf.training import RecipeRun, load_config
+from pml_vmf.training.config import parse_override
+from pml_vmf.training.run_folder import RunFolder
 
 HEADLINE = (
     "mean_average_precision_at_r", "recall_at_1", "r_precision", "precision_at_1", "classifier_accuracy", "nearest_mean_accuracy",
 )  # fmt: skip
 VALIDATION_METRIC = "mean_average_precision_at_r"
+# ``--tune default``: per loss, its main hyper-parameter at the registry default and one step either side.
+TUNING_GRIDS = {
+    "vmf": ("kappa", (8.0, 16.0, 32.0)),
+    "triplet": ("margin", (0.05, 0.1, 0.2)),
+    "contrastive": ("neg_margin", (0.6, 0.8, 1.0)),
+    "multi_similarity": ("base", (0.3, 0.5, 0.7)),
+    "proxy_anchor": ("alpha", (16.0, 32.0, 64.0)),
+    "normalized_softmax": ("temperature", (0.025, 0.05, 0.1)),
+    "arcface": ("scale", (16.0, 32.0, 64.0)),
+}
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,12 @@ class PlannedRun:
 def parse_grid(items: Sequence[str], losses: Sequence[str] = ()) -> dict:
     """``["vmf.kappa=8,16,32", ...]`` -> ``{"vmf": ("kappa", [8.0, 16.0, 32.0])}``.
 
-    The item ``default`` adds, for each of ``losses`` that has one, the registry's grid (``LossSpec.tuning``: the
-    main hyper-parameter at its default and one step either side); explicit items override it per loss.
+    The item ``default`` adds, for each of ``losses`` that has one, its :data:`TUNING_GRIDS` grid (the main
+    hyper-parameter at its default and one step either side); explicit items override it per loss.
     """
     grid = {}
     if "default" in items:
-        grid = {loss: (LOSSES[loss].tuning[0], list(LOSSES[loss].tuning[1])) for loss in losses if LOSSES[loss].tuning}
+        grid = {loss: (TUNING_GRIDS[loss][0], list(TUNING_GRIDS[loss][1])) for loss in losses if loss in TUNING_GRIDS}
     for item in items:
         if item == "default":
             continue
@@ -78,22 +84,6 @@ def parse_grid(items: Sequence[str], losses: Sequence[str] = ()) -> dict:
         values = values if isinstance(values, list) else [float(v) for v in str(values).split(",")]
         grid[loss] = (param, [float(v) for v in values])
     return grid
-
-
-def read_rows(path: Path) -> list:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, rows: list) -> None:
-    """Writes the rows as CSV (the union of their columns), atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def headline_metrics(rows: list) -> list:
@@ -191,3 +181,37 @@ def summary_table(rows: list, grid: dict) -> str:
                 cells.append(mean_and_spread(values))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def final_name(loss: str, seed: int, param: str | None = None, value: float | None = None) -> str:
+    """``vmf-kappa16-seed1`` for a tuned loss, ``triplet-seed1`` for one trained with its defaults."""
+    return f"{loss}-{param}{value:g}-seed{seed}" if param is not None else f"{loss}-seed{seed}"
+
+
+def plan(losses: list, seeds: list, grid: dict, rows: list, baseline: bool = True) -> list:
+    """The runs still to do, in order: the untrained baseline first, then per loss its tuning runs and, once they
+    are all in ``rows``, its seed runs."""
+    chosen = winners(rows, grid)
+    todo = [PlannedRun(BASELINE_NAME, "baseline", losses[0], seeds[0])] if baseline else []
+    for loss in losses:
+        if loss in grid:
+            param, values = grid[loss]
+            todo += [PlannedRun(f"tune-{loss}-{param}{v:g}", "tune", loss, seeds[0], param, v) for v in values]
+            if loss in chosen:
+                todo += [PlannedRun(final_name(loss, s, param, chosen[loss]), "final", loss, s, param, chosen[loss]) for s in seeds]
+        else:
+            todo += [PlannedRun(final_name(loss, s), "final", loss, s) for s in seeds]
+    done = {r["name"] for r in rows}
+    return [p for p in todo if p.name not in done]
+
+
+def reuse_winning_tuning_runs(rows: list, grid: dict, first_seed: int) -> list:
+    """The first seed's final rows of newly tuned losses: copies of their winning tuning run, not trained again."""
+    names = {r["name"] for r in rows}
+    copies = []
+    for loss, value in winners(rows, grid).items():
+        name = final_name(loss, first_seed, grid[loss][0], value)
+        if name not in names:
+            best = next(r for r in rows if r["phase"] == "tune" and r["loss"] == loss and float(r["value"]) == value)
+            copies.append({**best, "name": name, "phase": "final"})
+    return copies

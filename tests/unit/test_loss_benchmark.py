@@ -1,0 +1,47 @@
+"""How the loss benchmark (recipes/loss_benchmark.py) plans, tunes and summarises runs."""
+
+import pytest
+from loss_benchmark import TUNING_GRIDS, parse_grid, plan, summary_table, winners  # recipes/, on sys.path (conftest)
+
+from pml_vmf.training import LOSSES, ConfigError
+
+
+def _row(name, phase, loss, value="", val=""):
+    return {"name": name, "phase": phase, "loss": loss, "seed": "0", "param": "kappa" if value else "", "value": value,
+            "best_val_map_at_r": val, "mean_average_precision_at_r": "0.5", "seconds_per_epoch": "1", "peak_memory_mb": "9"}  # fmt: skip
+
+
+def test_seeds_wait_for_the_tuning_and_use_the_value_best_on_validation():
+    grid = parse_grid(["vmf.kappa=8,16"])
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == ["baseline-untrained", "tune-vmf-kappa8", "tune-vmf-kappa16"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [], baseline=False)] == ["tune-vmf-kappa8", "tune-vmf-kappa16"]
+    rows = [_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.4"), _row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.6")]
+    assert winners(rows, grid) == {"vmf": 16.0}
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows, baseline=False)] == ["vmf-kappa16-seed0", "vmf-kappa16-seed1"]
+    rows.append(_row("vmf-kappa16-seed0", "final", "vmf", "16.0", "0.6"))
+    assert "| vmf | kappa=16 | 1 |" in summary_table(rows, grid)
+
+
+def test_a_malformed_tuning_grid_is_an_error():
+    with pytest.raises(ConfigError, match="LOSS.PARAM=V1,V2"):
+        parse_grid(["kappa=8,16"])
+
+
+def test_the_default_grid_tunes_each_listed_loss_over_its_registry_values_and_items_override_it():
+    grid = parse_grid(["default", "vmf.kappa=4,8"], ["vmf", "triplet", "softmax"])
+    assert grid == {"vmf": ("kappa", [4.0, 8.0]), "triplet": ("margin", [0.05, 0.1, 0.2])}  # softmax has no grid
+    assert all(LOSSES[loss].defaults[param] in values for loss, (param, values) in parse_grid(["default"], list(LOSSES)).items())
+    assert set(TUNING_GRIDS) <= set(LOSSES)
+
+
+def test_a_loss_that_does_not_clear_the_untrained_network_is_flagged():
+    grid = parse_grid(["vmf.kappa=8"])
+    rows = [
+        {**_row("baseline-untrained", "baseline", "vmf"), "mean_average_precision_at_r": "0.55"},
+        _row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.6"),
+        {**_row("vmf-kappa8-seed0", "final", "vmf", "8.0", "0.6"), "mean_average_precision_at_r": "0.7"},
+        _row("triplet-seed0", "final", "triplet"),  # MAP@R 0.5, below the untrained 0.55
+    ]
+    table = summary_table(rows, grid).splitlines()
+    assert table[2].startswith("| untrained network (train.epochs=0) |  | 1 | 0.550 |")
+    assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith("| triplet (not above untrained) | default |")
