@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from .distributed import all_reduce_sum_, distributed_sampler_padding
 from .pml_api import is_distributed
 from .input_checks import check_batch, check_label_range, drop_non_finite_rows
+
+if TYPE_CHECKING:
+    from .sharding import ClassShard
 
 
 @dataclass
@@ -141,6 +144,7 @@ def compute_class_means(
     *,
     device: Optional[torch.device] = None,
     gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    shard: Optional["ClassShard"] = None,
 ) -> ClassMeanEstimate:
     """The paper's exact mean step: one pass over a (training) set in eval mode.
 
@@ -161,15 +165,20 @@ def compute_class_means(
         num_classes: number of classes.
         device: where to run the model; defaults to the device of its first parameter.
         gather: gathers a per-process tensor into the global one, every sample once.
+        shard: the classes this process owns (``VMFLoss(shard=...)``): it sums only their samples of the gathered
+            batches and returns only their means, ``(shard.size, embedding_size)``. Needs ``gather``.
 
     Returns:
-        The means (zeros for classes with no sample) and per-class statistics, identical on every process.
+        The means (zeros for classes with no sample) and per-class statistics, identical on every process (with a
+        shard: those of its classes).
 
     Raises:
         ValueError: under ``torch.distributed`` when neither ``gather`` nor a ``DistributedSampler`` says how the
             data is split, or for labels outside ``[0, num_classes)``.
     """
     padding = None
+    if shard is not None and gather is None:
+        raise ValueError("compute_class_means with a shard sums the gathered global batches: pass gather=accelerator.gather_for_metrics.")
     if is_distributed() and gather is None:
         padding = distributed_sampler_padding(dataloader)
         if padding is None:
@@ -183,7 +192,8 @@ def compute_class_means(
     was_training = model.training
     model.eval()
     sums: Optional[torch.Tensor] = None
-    counts = torch.zeros(num_classes, dtype=torch.long, device=device)
+    rows = num_classes if shard is None else shard.size
+    counts = torch.zeros(rows, dtype=torch.long, device=device)
     num_local_seen = 0
     try:
         for batch in dataloader:
@@ -198,13 +208,16 @@ def compute_class_means(
                 keep = positions * world_size + rank < dataset_size
                 embeddings, labels = embeddings[keep], labels[keep]
             if sums is None:
-                sums = torch.zeros(num_classes, embeddings.shape[1], device=device)
+                sums = torch.zeros(rows, embeddings.shape[1], device=device)
             labels = check_batch(embeddings, labels, num_classes, sums.shape[1])
             finite = torch.isfinite(embeddings).all(dim=1)
             (num_non_finite,) = check_label_range(labels, num_classes, (~finite).sum())
             embeddings, labels, _ = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "compute_class_means")
+            if shard is not None:  # the owner's classes of the global batch
+                owned = (labels >= shard.start) & (labels < shard.stop)
+                embeddings, labels = embeddings[owned], labels[owned] - shard.start
             sums.index_add_(0, labels, F.normalize(embeddings, dim=1))
-            counts += torch.bincount(labels, minlength=num_classes)
+            counts += torch.bincount(labels, minlength=rows)
     finally:
         model.train(was_training)
     if sums is None:

@@ -9,6 +9,7 @@ from .class_means import ClassMeanEstimate, estimate_class_means
 from .distributed import all_reduce_sum_
 from .pml_api import BaseMiner, c_f, is_distributed
 from .input_checks import check_batch, check_label_range, drop_non_finite_rows
+from .sharding import check_equal_batches, gather
 from .vmf_loss import VMFLoss
 
 
@@ -66,8 +67,9 @@ class GlobalMeanMiner(BaseMiner):
         self.update_every = update_every
         self.momentum = float(momentum)
         self.seed_missing_means = seed_missing_means
-        self.register_buffer("class_sums", torch.zeros(loss.num_classes, loss.embedding_size, dtype=torch.float32))
-        self.register_buffer("class_counts", torch.zeros(loss.num_classes, dtype=torch.long))
+        rows = loss.means.shape[0]  # every class, or the loss's shard of them
+        self.register_buffer("class_sums", torch.zeros(rows, loss.embedding_size, dtype=torch.float32))
+        self.register_buffer("class_counts", torch.zeros(rows, dtype=torch.long))
         self.calls_since_update = 0  # a Python int, saved through get_extra_state: no device sync per call
         self.last_estimate: Optional[ClassMeanEstimate] = None  # of the last update_means(), for diagnostics
         self._restored_diagnostics: dict = {}  # the last update's diagnostics, as a checkpoint restored them
@@ -81,6 +83,8 @@ class GlobalMeanMiner(BaseMiner):
         num_classes = self.loss.num_classes
         labels = check_batch(embeddings, labels, num_classes, self.loss.embedding_size)
         self._to_device(embeddings.device)
+        if self.loss.shard is not None:
+            return self._mine_for_shard(embeddings, labels)
         finite = torch.isfinite(embeddings).all(dim=1)
         sample_has_no_mean = self.loss.means[labels.clamp(0, num_classes - 1)].eq(0).all(dim=1) & finite
         num_non_finite, num_without_mean = check_label_range(
@@ -99,6 +103,29 @@ class GlobalMeanMiner(BaseMiner):
         empty = kept[:0]
         return kept, kept, empty, empty
 
+    def _mine_for_shard(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple:
+        """Owner-side accumulation: every process gathers the global batch and adds the samples of its own classes,
+        so its sums are complete and no sums cross processes at the update."""
+        shard = self.loss.shard
+        check_equal_batches(len(labels), embeddings.device)
+        finite = torch.isfinite(embeddings).all(dim=1)
+        (num_non_finite,) = check_label_range(labels, self.loss.num_classes, (~finite).sum())
+        self.num_skipped_non_finite = num_non_finite
+        _, _, kept = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "GlobalMeanMiner")
+        units = gather(F.normalize(embeddings.detach().float(), dim=1))
+        local = gather(labels) - shard.start
+        mine = gather(finite) & (local >= 0) & (local < shard.size)
+        units, local = units[mine], local[mine]
+        self.class_sums.index_add_(0, local, units)
+        self.class_counts.index_add_(0, local, torch.ones_like(local))
+        if self.seed_missing_means:
+            self._seed_missing_means(units, local, self.loss.means[local].eq(0).all(dim=1), across_processes=False)
+        self.calls_since_update += 1
+        if self.update_every is not None and self.calls_since_update >= self.update_every:
+            self.update_means()
+        empty = kept[:0]
+        return kept, kept, empty, empty
+
     @torch.no_grad()
     def update_means(self) -> ClassMeanEstimate:
         """Publishes the means of the samples seen since the last update into ``loss.means``, then resets the sums.
@@ -111,7 +138,8 @@ class GlobalMeanMiner(BaseMiner):
             (``means`` holds the published means).
         """
         self._to_device(self.loss.means.device)
-        all_reduce_sum_(self.class_sums, self.class_counts)
+        if self.loss.shard is None:  # a shard's owner already holds its classes' complete sums
+            all_reduce_sum_(self.class_sums, self.class_counts)
         estimate = estimate_class_means(self.class_sums, self.class_counts)
         old_means = self.loss.means
         new_means = estimate.means
@@ -153,9 +181,14 @@ class GlobalMeanMiner(BaseMiner):
         self.last_estimate = None
         self._restored_diagnostics = dict(state.get("diagnostics", {}))
 
-    def _seed_missing_means(self, units: torch.Tensor, labels: torch.Tensor, sample_has_no_mean: torch.Tensor) -> None:
+    def _seed_missing_means(
+        self, units: torch.Tensor, labels: torch.Tensor, sample_has_no_mean: torch.Tensor, across_processes: bool = True
+    ) -> None:
+        """Seeds the means of the classes of ``sample_has_no_mean`` from ``units``; ``across_processes``: the batch is
+        this process's share of the global batch (else it is the global batch itself, as a shard's owner sees it)."""
         means = self.loss.means
-        if is_distributed():
+        across_processes = across_processes and is_distributed()
+        if across_processes:
             # The means are identical on every process, so the classes missing anywhere form one global set; reduce
             # it first, so that every process agrees on whether, and how much, to reduce next.
             missing = torch.zeros(self.loss.num_classes, dtype=torch.long, device=means.device)
@@ -166,13 +199,14 @@ class GlobalMeanMiner(BaseMiner):
             missing_classes = labels[sample_has_no_mean].unique()
         if missing_classes.numel() == 0:
             return
-        slot = torch.full((self.loss.num_classes,), -1, dtype=torch.long, device=means.device)
+        slot = torch.full((means.shape[0],), -1, dtype=torch.long, device=means.device)
         slot[missing_classes] = torch.arange(missing_classes.numel(), device=means.device)
         sample_slots = slot[labels]
         selected = sample_slots >= 0
         seed_sums = torch.zeros(missing_classes.numel(), means.shape[1], device=means.device)
         seed_sums.index_add_(0, sample_slots[selected], units[selected])
-        all_reduce_sum_(seed_sums)
+        if across_processes:
+            all_reduce_sum_(seed_sums)
         means[missing_classes] = F.normalize(seed_sums, dim=1)
 
     def _to_device(self, device: torch.device) -> None:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
 from .class_means import predict_nearest_mean
+from .sharding import ClassShard, sharded_nearest_mean, sharded_vmf_losses
 from .input_checks import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
 
 
@@ -41,6 +42,10 @@ class VMFLoss(BaseMetricLossFunction):
         stale_means_warning_steps: warn once when the loss has run this many calls in a row with means that did
             not change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner). None
             never warns; raise it when you refresh the means less often on purpose.
+        shard: hold only the means of this process's classes (:class:`~pml_vmf.sharding.ClassShard`), for heads too
+            large for one process: ``means`` is then ``(shard.size, embedding_size)``, the loss gathers the global
+            batch's embeddings (every process needs the same batch size) and forms the softmax across processes.
+            The losses and gradients equal the unsharded loss's. None: every process holds every mean.
         **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
 
     Example:
@@ -58,10 +63,14 @@ class VMFLoss(BaseMetricLossFunction):
         learn_kappa: bool = False,
         margin: float = 0.0,
         stale_means_warning_steps: Optional[int] = 1000,
+        shard: Optional[ClassShard] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         check_num_classes_and_size(num_classes, embedding_size)
+        if shard is not None and shard.num_classes != num_classes:
+            raise ValueError(f"The shard is of {shard.num_classes} classes, the loss of {num_classes}: build both from one count.")
+        self.shard = shard
         check_cosine_distance(self.distance)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
@@ -70,7 +79,8 @@ class VMFLoss(BaseMetricLossFunction):
         if not (math.isfinite(margin) and 0.0 <= margin < 1.0):
             raise ValueError(f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}.")
         self.margin = float(margin)
-        self.register_buffer("means", torch.zeros(num_classes, embedding_size, dtype=torch.float32))
+        rows = num_classes if shard is None else shard.size
+        self.register_buffer("means", torch.zeros(rows, embedding_size, dtype=torch.float32))
         self.stale_means_warning_steps = stale_means_warning_steps
         self._means_seen = None  # (tensor id, in-place version) of the means at the last call
         self._calls_with_same_means = 0
@@ -114,6 +124,10 @@ class VMFLoss(BaseMetricLossFunction):
         c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         labels = check_batch(embeddings, labels, self.num_classes, self.embedding_size)
+        if self.shard is not None:
+            check_label_range(labels, self.num_classes)
+            self._watch_for_stale_means()
+            return self._element_losses(self._sharded_losses(embeddings, labels), labels, indices_tuple, embeddings)
         logits, mean_norms = self._logits_and_mean_norms(embeddings)
         target_has_no_mean = mean_norms[labels.clamp(0, self.num_classes - 1)] == 0
         non_finite = ~torch.isfinite(embeddings).all(dim=1)
@@ -129,16 +143,21 @@ class VMFLoss(BaseMetricLossFunction):
             # kappa * (cos_y - m) on the target: subtracting kappa * m there is exact (logit = kappa * cos).
             kappa = self._kappa_for(logits.dtype, logits.device)
             logits = logits - F.one_hot(labels, self.num_classes).to(logits.dtype) * (kappa * self.margin)
-        losses = F.cross_entropy(logits, labels, reduction="none")
+        return self._element_losses(F.cross_entropy(logits, labels, reduction="none"), labels, indices_tuple, embeddings)
+
+    @staticmethod
+    def _element_losses(losses: torch.Tensor, labels: torch.Tensor, indices_tuple: Optional[tuple], embeddings: torch.Tensor) -> dict:
+        """PML's loss dict of per-sample losses, weighted by the miner's selection."""
         if indices_tuple is not None:
             losses = losses * lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
-        return {
-            "loss": {
-                "losses": losses,
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            }
-        }
+        return {"loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}}
+
+    def _sharded_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        means = self._means_on(embeddings.device)
+        dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            kappa = self._kappa_for(dtype, embeddings.device)
+            return sharded_vmf_losses(embeddings.to(dtype), labels, means.to(dtype), self.shard, kappa, self.margin)
 
     def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Returns ``kappa * cos(embeddings, means)`` of shape ``(N, num_classes)``, ``-inf`` for classes with no mean.
@@ -148,7 +167,10 @@ class VMFLoss(BaseMetricLossFunction):
         return self._logits_and_mean_norms(embeddings)[0]
 
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean."""
+        """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean (with a
+        shard, over every process's classes: every process must call it, with the same number of embeddings)."""
+        if self.shard is not None:
+            return sharded_nearest_mean(embeddings, self._means_on(embeddings.device), self.shard)
         return predict_nearest_mean(embeddings, self.means)
 
     def _means_on(self, device: torch.device) -> torch.Tensor:
