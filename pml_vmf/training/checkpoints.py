@@ -112,6 +112,7 @@ class CheckpointKeeper:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()  # the folder exists for every process's own files
         if self.accelerator.is_main_process:
             for key, obj in self.shared.items():
                 torch.save(obj.state_dict(), tmp / f"{key}.pt")
@@ -194,7 +195,8 @@ class CheckpointKeeper:
             # silently: read them first (small files), so that a refused one is named.
             for rng_file in path.glob("random_states_*.pkl"):
                 _accelerate_load(rng_file)
-            for planted in path.glob("custom_checkpoint_*.pkl"):  # accelerate would unpickle these in full
+            planted = next(path.glob("custom_checkpoint_*.pkl"), None)  # accelerate would unpickle these in full
+            if planted is not None:
                 raise DamagedFileError(f"{planted} is not a file pml-vmf writes (a full pickle, which can run code) and is not loaded: remove it to resume.")
             self.accelerator.load_state(str(path))
             for key, obj in self.shared.items():
