@@ -190,3 +190,14 @@ def sharded_nearest_mean(embeddings: torch.Tensor, means: torch.Tensor, shard: C
     best, index = cosines.max(dim=1)
     bests, indices = gather(best[None]), gather((index + shard.start)[None])  # (world_size, N)
     return indices.gather(0, bests.argmax(dim=0)[None])[0]
+
+
+@torch.no_grad()
+def gather_shards(means: torch.Tensor, shard: ClassShard) -> torch.Tensor:
+    """Every process's shard of the means, in class order: ``(num_classes, d)`` on every process (ranges may be
+    uneven: shards are padded to the largest for the gather)."""
+    sizes = gather(torch.tensor([shard.size], device=means.device)).tolist()
+    padded = torch.zeros(max(sizes), means.shape[1], dtype=means.dtype, device=means.device)
+    padded[: shard.size] = means
+    parts = gather(padded[None])  # (world_size, largest, d)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])

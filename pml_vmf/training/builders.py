@@ -12,6 +12,7 @@ from accelerate import Accelerator
 
 from ..data import ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
 from ..models import EmbeddingModel, create_embedding_model
+from ..sharding import ClassShard
 from .config import ConfigError, RecipeConfig
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
@@ -120,11 +121,14 @@ def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *
 
 
 def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> TrainingLoss:
+    params = dict(c.loss.params.get(c.loss.name) or {})
+    if c.loss.shard_means and accelerator.num_processes > 1:
+        params["shard"] = ClassShard.contiguous(num_classes, rank=accelerator.process_index, world_size=accelerator.num_processes)
     loss = build_training_loss(
         c.loss.name,
         num_classes,
         c.model.embedding_size,
-        params=c.loss.params.get(c.loss.name) or {},
+        params=params,
         miner_params=c.loss.miner_params.get(c.loss.name) or {},
         use_miner=uses_miner_for_means(c),
         distributed=accelerator.num_processes > 1,

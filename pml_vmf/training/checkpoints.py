@@ -189,7 +189,23 @@ class CheckpointKeeper:
             problems.append(problem)
         raise DamagedFileError(f"No intact checkpoint in {self.folder}: {'; '.join(problems)}. Start a new run (run.name=...).")
 
+    def _check_process_layout(self, path: Path) -> None:
+        """Refuses a checkpoint whose per-process states cannot be spread over this run's processes: sharded class
+        means (one loss state per process, no way to combine them yet) resumed on another number of processes, or
+        with ``loss.shard_means`` changed."""
+        world_size = self.accelerator.num_processes
+        for key, obj in {**self.shared, **self.per_process}.items():
+            written_by = len(list(path.glob(f"{key}_process*.pt")))
+            shared_but_split = key in self.shared and written_by and not (path / f"{key}.pt").is_file()
+            if shared_but_split or (key in self.per_process and written_by != world_size and not hasattr(obj, "combine_process_states")):
+                raise ValueError(
+                    f"{path} was written by {written_by} processes with sharded class means and this run has {world_size} "
+                    f"process(es): sharded means cannot be redistributed yet. Resume it "
+                    f"on {written_by} processes (accelerate launch --num_processes {written_by}) with loss.shard_means=true."
+                )
+
     def _load_folder(self, path: Path) -> None:
+        self._check_process_layout(path)
         try:
             # accelerate skips RNG states it cannot read with only a log line, which would break exact resume
             # silently: read them first (small files), so that a refused one is named.

@@ -66,6 +66,9 @@ class LossConfig:
     # vmf: after every step, move the means of the batch's classes towards its embeddings with this momentum
     # (CIDER's prototype EMA, on top of the mean_update schedule); null: means change only by mean_update
     mean_ema: Optional[float] = None
+    # vmf on several processes: each process holds the means and miner sums of a contiguous range of the classes
+    # (pml_vmf.sharding.ClassShard), for heads too large for one process; on one process it changes nothing
+    shard_means: bool = False
 
 
 @dataclass

@@ -92,9 +92,8 @@ class RecipeRun:
         self.evaluator = RunEvaluator(c, self.accelerator, self.model, self.splits, dict(zip(eval_sets, eval_loaders)), num_classes)
         self.means = build_mean_schedule(c, self.loss, self.evaluator.training_set_means, self.accelerator.gather)
         self.progress = TrainingProgress()
-        self.checkpoints.shared = {"scheduler": self.scheduler, "loss": self.loss.loss, "sampler": self.sampler, "progress": self.progress}
-        # The miner's running sums differ between processes until the next mean update: each saves its own.
-        self.checkpoints.per_process = {"miner": self.loss.miner} if self.loss.miner is not None else {}
+        loss_shared, self.checkpoints.per_process = self.loss.checkpoint_objects()
+        self.checkpoints.shared = {"scheduler": self.scheduler, "sampler": self.sampler, "progress": self.progress, **loss_shared}
         self.stop_signals = StopSignals()
         self.guard = StepGuard(self.accelerator, self.stop_signals)
         if self.checkpoints.exists():  # only when resuming
@@ -269,11 +268,11 @@ class RecipeRun:
         """Evaluates the best checkpoint (by validation MAP@R) on the test split; writes metrics, plots and the model."""
         best = self.checkpoints.load("best") if self.checkpoints.exists() else None
         metrics = self.evaluator.test(self.loss.loss, self.means)
+        means, kappa = self.loss.saved_means_and_kappa()
         if self.accelerator.is_main_process:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)
             self.run.append_metrics({"split": "test", **metrics})
-            means, kappa = self.loss.saved_means_and_kappa()
             save_run_model(self.run.model, self.config, self.unwrapped_model, means, kappa=kappa, class_names=self.splits.train.class_names)
             self.evaluator.write_plots(self.run)
         self.log.finish()

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from ..class_means import ClassMeanEstimate, compute_class_means
 from ..data import RetrievalSplits, load_rgb
 from ..evaluation import build_accuracy_calculator, embed_dataset, nearest_mean_accuracy, predict_with_loss, retrieval_metrics
+from ..sharding import ClassShard
 from .config import RecipeConfig
 from .mean_schedule import MeanSchedule
 from .run_folder import RunFolder
@@ -48,12 +49,14 @@ class RunEvaluator:
             self.model, self.loaders[name], device=self.device, gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast
         )
 
-    def training_set_means(self) -> ClassMeanEstimate:
-        """The class means (and their spread) of one pass over the training set: eval transforms, every sample once."""
+    def training_set_means(self, shard: Optional[ClassShard] = None) -> ClassMeanEstimate:
+        """The class means (and their spread) of one pass over the training set: eval transforms, every sample once;
+        with ``shard``, of its classes only."""
         with self.accelerator.autocast():
             return compute_class_means(
-                self.model, self.loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics
-            )
+                self.model, self.loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics,
+                shard=shard,
+            )  # fmt: skip
 
     def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:
         """Retrieval metrics of one split, computed on the main process and returned there (``{}`` elsewhere)."""

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 from ..global_mean_miner import GlobalMeanMiner
 from ..pml_api import DistributedLossWrapper, DistributedMinerWrapper, losses, miners
+from ..sharding import gather_shards
 from ..vmf_loss import VMFLoss
 from .config import ConfigError
 from .softmax_loss import SoftmaxLoss
@@ -109,9 +110,27 @@ class TrainingLoss:
     def parameters(self) -> list:
         return [p for p in self.loss.parameters() if p.requires_grad]
 
+    @property
+    def is_sharded(self) -> bool:
+        """Whether each process holds only its range of the class means (``loss.shard_means``)."""
+        return getattr(self.loss, "shard", None) is not None
+
+    def checkpoint_objects(self) -> "tuple[dict, dict]":
+        """``(shared, per_process)``: the loss and miner states a checkpoint holds, by whether they are the same on
+        every process. The miner's running sums differ between processes until the next mean update, and sharded
+        means differ by design."""
+        per_process = {"miner": self.miner} if self.miner is not None else {}
+        if self.is_sharded:
+            return {}, {"loss": self.loss, **per_process}
+        return {"loss": self.loss}, per_process
+
     def saved_means_and_kappa(self) -> tuple:
-        """The class means and kappa a saved model carries for classification: vMF's, or ``(None, None)``."""
-        return (self.loss.means, self.loss.kappa) if self.is_vmf else (None, None)
+        """The class means and kappa a saved model carries for classification: vMF's (every process's shards
+        gathered, so every process must call it), or ``(None, None)``."""
+        if not self.is_vmf:
+            return None, None
+        means = gather_shards(self.loss.means, self.loss.shard) if self.is_sharded else self.loss.means
+        return means, self.loss.kappa
 
     def divergence_hints(self) -> list:
         """What to lower, besides the learning rates, when this loss diverges."""

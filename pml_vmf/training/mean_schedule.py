@@ -33,6 +33,10 @@ def check_mean_settings(c: RecipeConfig) -> None:
         raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
     if c.loss.mean_ema is not None and c.loss.name != "vmf":
         raise ConfigError(f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+    if c.loss.shard_means and c.loss.name != "vmf":
+        raise ConfigError(f"loss.shard_means shards vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+    if c.loss.shard_means and c.loss.mean_ema is not None:
+        raise ConfigError("loss.mean_ema does not work with loss.shard_means yet: remove one of them.")
 
 
 def uses_miner_for_means(c: RecipeConfig) -> bool:
@@ -126,15 +130,18 @@ class VMFMeanSchedule(MeanSchedule):
         return record
 
     def set_means(self, means: torch.Tensor) -> None:
-        self.vmf.means.copy_(means)
+        shard = self.vmf.shard
+        self.vmf.means.copy_(means if shard is None else means[shard.start : shard.stop])
 
 
 def build_mean_schedule(
-    c: RecipeConfig, loss: TrainingLoss, full_pass: Callable[[], ClassMeanEstimate], gather: Callable[[torch.Tensor], torch.Tensor]
+    c: RecipeConfig, loss: TrainingLoss, full_pass: Callable, gather: Callable[[torch.Tensor], torch.Tensor]
 ) -> MeanSchedule:
-    """The schedule of ``c``'s loss: :class:`VMFMeanSchedule` for vMF, a no-op :class:`MeanSchedule` otherwise."""
+    """The schedule of ``c``'s loss: :class:`VMFMeanSchedule` for vMF, a no-op :class:`MeanSchedule` otherwise.
+    ``full_pass(shard)`` computes the training set's means (of the shard's classes when the means are sharded)."""
     if not loss.is_vmf:
         return MeanSchedule()
     return VMFMeanSchedule(
-        loss, full_pass, gather, mean_update=c.loss.mean_update, init_full_pass=c.loss.init_full_pass, mean_ema=c.loss.mean_ema
-    )
+        loss, lambda: full_pass(loss.loss.shard), gather, mean_update=c.loss.mean_update, init_full_pass=c.loss.init_full_pass,
+        mean_ema=c.loss.mean_ema,
+    )  # fmt: skip

@@ -2,11 +2,14 @@
 every mean: losses, gradients with respect to the embeddings and to a learned kappa, published means and
 predictions, to 1e-6 in float64 (the comparison of PaddlePaddle's margin cross-entropy and TorchRec's sharding tests)."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from pml_vmf import GlobalMeanMiner, VMFLoss
-from tests.multiprocess import accelerate_launch
+from tests.multiprocess import accelerate_launch, child_environment
 from tests.recipe_runs import REPO
 
 WORKER = REPO / "tests" / "workers" / "sharded_means.py"
@@ -69,3 +72,49 @@ def test_sharded_means_equal_one_process_holding_every_mean(sizes, tmp_path):
         torch.testing.assert_close(torch.cat([r[name]["means"] for r in ranks]), reference["means"], atol=1e-6, rtol=0)
         for result in ranks:
             assert torch.equal(result[name]["predictions"], reference["predictions"]), name
+
+
+RUN_WORKER = REPO / "tests" / "workers" / "recipe_run.py"
+SHARDED_RUN = (
+    "loss.name=vmf", "train.max_steps_per_epoch=4", "model.freeze_batchnorm=true", "data.val_fraction=0.0", "run.name=run",
+    "loss.params.vmf.learn_kappa=true", "loss.params.vmf.margin=0.1",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_recipe_run_with_sharded_means_ends_where_the_unsharded_run_ends_and_resumes_exactly(digits_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.recipe_runs import DIGITS_CONFIG, TRAIN_SCRIPT
+
+    # One epoch of 4 steps, the setting and tolerance of the 1-against-2-process recipe test (float32 training).
+    overrides = [f"data.root={digits_folder}", *SHARDED_RUN]
+    plain, sharded = tmp_path / "plain", tmp_path / "sharded"
+    accelerate_launch(RUN_WORKER, str(DIGITS_CONFIG), str(plain), *overrides, "train.epochs=1", num_processes=2)
+    accelerate_launch(RUN_WORKER, str(DIGITS_CONFIG), str(sharded), *overrides, "train.epochs=1", "loss.shard_means=true", num_processes=2)
+    plain_ranks, sharded_ranks = ([torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(2)] for d in (plain, sharded))
+    for key, value in plain_ranks[0]["model"].items():
+        torch.testing.assert_close(sharded_ranks[0]["model"][key], value, atol=1e-4, rtol=0, msg=key)
+    halves = [r["loss"]["means"] for r in sharded_ranks]
+    assert [len(h) for h in halves] == [3, 2]  # the 5 training classes of digits, split 3 + 2
+    torch.testing.assert_close(torch.cat(halves), plain_ranks[0]["loss"]["means"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(sharded_ranks[0]["loss"]["log_kappa"], plain_ranks[0]["loss"]["log_kappa"], atol=1e-5, rtol=0)
+    saved = [load_file(d / "run" / "model" / "class_means.safetensors")["class_means"] for d in (plain, sharded)]
+    torch.testing.assert_close(saved[1], saved[0], atol=1e-4, rtol=0)  # the model folder holds every shard, gathered
+
+    # Two epochs, stopped after the first and resumed, end where the sharded run that never stopped ends.
+    def train(folder, *extra):
+        accelerate_launch(TRAIN_SCRIPT, f"--config={DIGITS_CONFIG}", *overrides, "train.epochs=2", "loss.shard_means=true",
+                          f"run.output_dir={folder}", *extra, num_processes=2)  # fmt: skip
+
+    train(tmp_path / "through")
+    train(tmp_path / "stopped", "train.stop_after_epoch=1")
+    one_process = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--resume", str(tmp_path / "stopped" / "run")],
+        capture_output=True, text=True, env=child_environment(), cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert one_process.returncode == 2 and "written by 2 processes with sharded class means and this run has 1" in one_process.stderr, one_process.stderr[-2000:]
+    accelerate_launch(TRAIN_SCRIPT, "--resume", str(tmp_path / "stopped" / "run"), num_processes=2)
+    ends = [load_file(tmp_path / d / "run" / "model" / "class_means.safetensors")["class_means"] for d in ("through", "stopped")]
+    torch.testing.assert_close(ends[1], ends[0], atol=1e-6, rtol=0)
