@@ -113,8 +113,9 @@ class GlobalMeanMiner(BaseMiner):
         self.num_skipped_non_finite = num_non_finite
         _, _, kept = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "GlobalMeanMiner")
         units = gather(F.normalize(embeddings.detach().float(), dim=1))
-        local = gather(labels) - shard.start
-        mine = gather(finite) & (local >= 0) & (local < shard.size)
+        all_labels, all_finite = gather(torch.stack([labels, finite.long()], dim=1)).unbind(dim=1)  # one collective
+        local = all_labels - shard.start
+        mine = all_finite.bool() & (local >= 0) & (local < shard.size)
         units, local = units[mine], local[mine]
         self.class_sums.index_add_(0, local, units)
         self.class_counts.index_add_(0, local, torch.ones_like(local))

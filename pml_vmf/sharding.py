@@ -122,39 +122,29 @@ def check_equal_batches(batch_size: int, device: torch.device) -> None:
         )
 
 
-def sharded_vmf_losses(
-    embeddings: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, shard: ClassShard, kappa, margin: float
+def sharded_cross_entropy(
+    logits: torch.Tensor, has_mean: torch.Tensor, labels: torch.Tensor, shard: ClassShard, kappa, margin: float
 ) -> torch.Tensor:
-    """``-log softmax_c(kappa * cos(z, mu_c))[y]`` of this process's samples, each process holding the means of its
-    own classes only (``means``: ``(shard.size, d)``; a row of zeros: no mean yet).
-
-    The global batch's unit embeddings are gathered (their gradient flows back to the process that owns each
-    sample); each process computes the logits against its shard, and the log-softmax comes from the all-reduced
-    row maxima, sums of exponentials and target logits (the target from the process that owns the class).
+    """``-log softmax(logits)[y]`` of every sample of the global batch, each process holding the logits of its own
+    classes only: the log-softmax comes from the all-reduced row maxima, sums of exponentials and target logits (the
+    target from the process that owns the class), each differentiable where it carries a gradient.
 
     Args:
-        embeddings: ``(B, d)``, the same ``B`` on every process; normalised here.
-        labels: ``(B,)`` global class ids.
-        means: this process's means, in the dtype of the computation.
+        logits: ``(global batch, shard.size)``, ``kappa * cos`` against this process's means, ``-inf`` for classes
+            with no mean (``VMFLoss.get_logits`` of the gathered embeddings).
+        has_mean: ``(shard.size,)``, whether each of this process's classes has a mean.
+        labels: ``(global batch,)`` global class ids.
         shard: this process's range.
-        kappa: the concentration (a float, or a tensor when learned).
+        kappa: the concentration (a float, or a tensor when learned), for the margin.
         margin: the cosine margin subtracted from the target's cosine.
 
     Returns:
-        ``(B,)`` losses of this process's samples.
+        ``(global batch,)`` losses, the same on every process.
 
     Raises:
         ValueError: when a sample's class has no mean yet (on every process alike).
     """
-    batch = embeddings.shape[0]
-    check_equal_batches(batch, embeddings.device)
-    units = gather_with_grad(torch.nn.functional.normalize(embeddings, dim=1))
-    all_labels = gather(labels)
-    norms = means.norm(dim=1)
-    has_mean = norms > 0
-    scale = torch.where(has_mean, kappa / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
-    logits = torch.addcmul(torch.where(has_mean, 0.0, -torch.inf).to(units.dtype), units @ means.T, scale)
-    local = all_labels - shard.start
+    local = labels - shard.start
     owned = (local >= 0) & (local < shard.size)
     local = local.clamp(0, shard.size - 1)
     missing = _count_on_all_processes(owned & ~has_mean[local])
@@ -170,8 +160,7 @@ def sharded_vmf_losses(
     row_max = logits.detach().max(dim=1).values
     dist.all_reduce(row_max, op=dist.ReduceOp.MAX)
     sum_exp = sum_with_grad(torch.exp(logits - row_max[:, None]).sum(dim=1))
-    losses = torch.log(sum_exp) + row_max - target
-    return losses[shard.rank * batch : (shard.rank + 1) * batch]
+    return torch.log(sum_exp) + row_max - target
 
 
 def _count_on_all_processes(mask: torch.Tensor) -> int:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
 from .class_means import predict_nearest_mean
-from .sharding import ClassShard, sharded_nearest_mean, sharded_vmf_losses
+from .sharding import ClassShard, check_equal_batches, gather, gather_with_grad, sharded_cross_entropy, sharded_nearest_mean
 from .input_checks import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
 
 
@@ -153,11 +153,14 @@ class VMFLoss(BaseMetricLossFunction):
         return {"loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}}
 
     def _sharded_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        means = self._means_on(embeddings.device)
-        dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            kappa = self._kappa_for(dtype, embeddings.device)
-            return sharded_vmf_losses(embeddings.to(dtype), labels, means.to(dtype), self.shard, kappa, self.margin)
+        """This process's per-sample losses: the logits of the gathered global batch against this process's means
+        (their gradients flow back to each sample's process), and the softmax across processes."""
+        batch = embeddings.shape[0]
+        check_equal_batches(batch, embeddings.device)
+        logits, mean_norms = self._logits_and_mean_norms(gather_with_grad(embeddings))
+        kappa = self._kappa_for(logits.dtype, logits.device)
+        losses = sharded_cross_entropy(logits, mean_norms > 0, gather(labels), self.shard, kappa, self.margin)
+        return losses[self.shard.rank * batch : (self.shard.rank + 1) * batch]
 
     def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Returns ``kappa * cos(embeddings, means)`` of shape ``(N, num_classes)``, ``-inf`` for classes with no mean.
