@@ -1,6 +1,7 @@
 """Dataset readers for the DML protocols, splits, transforms and the m-per-class sampler."""
 
 from .dataset_files import DatasetNotFoundError
+from .decoded_image_cache import DecodedImageCache, split_eval_transform
 from .fashion_mnist import read_fashion_mnist
 from .image_dataset import ImageDataset, UnreadableImageError, load_rgb
 from .labelled_images import LabelledImages, RetrievalSplits, class_disjoint_halves, hold_out_validation
@@ -10,6 +11,7 @@ from .transforms import build_transforms, eval_transform_from_settings, eval_tra
 
 __all__ = [
     "DatasetNotFoundError",
+    "DecodedImageCache",
     "ImageDataset",
     "LabelledImages",
     "MPerClassBatchSampler",
@@ -25,4 +27,5 @@ __all__ = [
     "load_protocol",
     "load_rgb",
     "read_fashion_mnist",
+    "split_eval_transform",
 ]

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 
-from ..data import ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
+from ..data import DecodedImageCache, ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
 from ..models import EmbeddingModel, create_embedding_model
 from ..sharding import ClassShard
 from .config import ConfigError, RecipeConfig
@@ -87,7 +87,9 @@ def build_splits(c: RecipeConfig) -> RetrievalSplits:
 
 
 def build_model(c: RecipeConfig) -> EmbeddingModel:
-    return create_embedding_model(
+    """The embedding network; in channels-last memory format with ``run.channels_last`` (inputs follow the weights'
+    format in every convolution, so the loaders' images need no conversion)."""
+    model = create_embedding_model(
         c.model.backbone,
         c.model.embedding_size,
         pretrained=c.model.pretrained,
@@ -96,6 +98,7 @@ def build_model(c: RecipeConfig) -> EmbeddingModel:
         global_pool=c.model.global_pool,
         feature_layernorm=c.model.feature_layernorm,
     )
+    return model.to(memory_format=torch.channels_last) if c.run.channels_last else model
 
 
 def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator) -> MPerClassBatchSampler:
@@ -109,13 +112,16 @@ def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator) -> MPerClas
     )
 
 
-def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, **kwargs) -> torch.utils.data.DataLoader:
-    """A loader of ``(image, label, index)``; ``kwargs`` give its ``batch_sampler`` or its ``batch_size``."""
+def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *, cache: bool = False, **kwargs) -> torch.utils.data.DataLoader:
+    """A loader of ``(image, label, index)``; ``kwargs`` give its ``batch_sampler`` or its ``batch_size``. With
+    ``cache`` (an eval transform), a :class:`DecodedImageCache` read in this process, without workers."""
+    dataset = DecodedImageCache(images, transform) if cache else ImageDataset(images, transform)
+    workers = 0 if cache else c.data.num_workers
     return torch.utils.data.DataLoader(
-        ImageDataset(images, transform),
-        num_workers=c.data.num_workers,
-        persistent_workers=c.data.num_workers > 0 and "batch_sampler" in kwargs,
-        worker_init_fn=ignore_stop_signals_in_worker if c.data.num_workers > 0 else None,
+        dataset,
+        num_workers=workers,
+        persistent_workers=workers > 0 and "batch_sampler" in kwargs,
+        worker_init_fn=ignore_stop_signals_in_worker if workers > 0 else None,
         **kwargs,
     )
 

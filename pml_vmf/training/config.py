@@ -21,6 +21,7 @@ class RunConfig:
     seed: int = 0
     trackers: list = field(default_factory=list)  # accelerate trackers, e.g. [tensorboard]
     mixed_precision: Optional[str] = None  # no | fp16 | bf16; None keeps `accelerate launch`'s choice
+    channels_last: bool = False  # model and images in NHWC (timm's --channels-last): faster convolutions on most hardware
 
 
 @dataclass
@@ -39,6 +40,10 @@ class DataConfig:
     mean: Optional[list] = None  # normalisation; None takes the backbone's timm data config
     std: Optional[list] = None
     num_workers: int = 2
+    # keep each evaluation image after its first decode, resized and cropped, as uint8 (3 x image_size^2 bytes an
+    # image, per process): later passes over it (validation, vMF's full passes) skip the decoding; read in the
+    # training process, without workers
+    cache_eval_images: bool = False
 
 
 @dataclass
@@ -62,6 +67,9 @@ class LossConfig:
     # vmf: miner (GlobalMeanMiner: every miner_params.vmf.update_every steps, or once per epoch with update_every
     # null) | full_pass (exact means from a pass over the training set after each epoch; no miner)
     mean_update: str = "miner"
+    # vmf with mean_update=miner: a full pass after every this many epochs replaces the miner's means (the miner's
+    # epoch sums in between cost nothing; a pass embeds the training set once more); null: no pass after epochs
+    full_pass_every: Optional[int] = None
     init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
     # vmf: after every step, move the means of the batch's classes towards its embeddings with this momentum
     # (CIDER's prototype EMA, on top of the mean_update schedule); null: means change only by mean_update

@@ -85,7 +85,9 @@ class RecipeRun:
         optimizer = build_optimizer(c, model, self.loss)
         self.scheduler = build_scheduler(c, optimizer, self.steps_per_epoch)
         eval_sets = evaluation_sets(self.splits)
-        eval_loaders = [build_loader(c, images, eval_transform, batch_size=c.eval.batch_size) for images in eval_sets.values()]
+        eval_loaders = [
+            build_loader(c, images, eval_transform, batch_size=c.eval.batch_size, cache=c.data.cache_eval_images) for images in eval_sets.values()
+        ]
         # The train loader shards itself (MPerClassBatchSampler); the scheduler steps once per global step, so
         # neither goes through prepare(), which would shard or step them per process.
         self.model, self.optimizer, *eval_loaders = self.accelerator.prepare(model, optimizer, *eval_loaders)
@@ -187,7 +189,7 @@ class RecipeRun:
                     bar.close()
                     name, where = f"epoch_{epoch:04d}_step_{progress.step:06d}", f"epoch {epoch}, step {progress.step} of {self.steps_per_epoch}"
                     self._interrupt(name, where)
-        diagnostics = self.means.end_epoch()
+        diagnostics = self.means.end_epoch(epoch)
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
         return {
             "train_loss": progress.loss_sum / max(1, progress.loss_steps),

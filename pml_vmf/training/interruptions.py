@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -80,9 +81,28 @@ class StopSignals:
 
 def ignore_stop_signals_in_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoader workers: the training process decides when to stop, so a SIGTERM or SIGINT
-    sent to the whole process group must not kill its data workers first (the step in flight would then fail)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    sent to the whole process group (a cluster preempting the job, Ctrl-C) must not kill its data workers first (the
+    step in flight would then fail).
+
+    A SIGTERM from the worker's own parent still ends it: that is how Python's multiprocessing stops daemonic workers
+    when the training process exits with a live persistent loader (after an uncaught error, say); ignoring that one
+    too would leave the exit waiting for the worker forever. Where the platform cannot tell who sent a signal (no
+    ``sigwaitinfo``, as on macOS), only SIGINT is ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held for the thread below, in every thread
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the training process's handler, inherited by the fork
+    threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), name="sigterm-from-parent", daemon=True).start()
+
+
+def _end_on_parents_sigterm(parent_pid: int) -> None:
+    """Waits for SIGTERMs; ends the process the default way on one its parent sent, drops any other."""
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent_pid:
+        pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class StepGuard:

@@ -29,6 +29,17 @@ def check_mean_settings(c: RecipeConfig) -> None:
             "loss.mean_update=full_pass trains without the miner, so with loss.init_full_pass=false the vMF means "
             "would be zero for the whole first epoch. Set loss.init_full_pass=true, or use loss.mean_update=miner."
         )
+    every = c.loss.full_pass_every
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"loss.full_pass_every is a number of epochs, at least 1 (or null), got {every!r}.")
+        if c.loss.name != "vmf":
+            raise ConfigError(f"loss.full_pass_every sets vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+        if c.loss.mean_update != "miner":
+            raise ConfigError(
+                "loss.full_pass_every adds full passes to the miner's per-epoch means; loss.mean_update=full_pass "
+                "already passes after every epoch. Set loss.mean_update=miner, or remove loss.full_pass_every."
+            )
     if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
         raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
     if c.loss.mean_ema is not None and c.loss.name != "vmf":
@@ -59,7 +70,7 @@ class MeanSchedule:
     def after_step(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         """Called after every optimisation step with the step's (local) embeddings and labels."""
 
-    def end_epoch(self) -> dict:
+    def end_epoch(self, epoch: int) -> dict:
         """Called at the end of every epoch, on every process; returns diagnostics for the epoch's record."""
         return {}
 
@@ -74,13 +85,15 @@ class VMFMeanSchedule(MeanSchedule):
     * ``loss.mean_update=miner``: :class:`GlobalMeanMiner` publishes the means every ``update_every`` steps, or at
       the end of each epoch when ``update_every`` is None (the paper's once-per-epoch step, at no extra cost).
     * ``loss.mean_update=full_pass``: a full pass after every epoch instead (exact; costs a pass).
+    * ``loss.full_pass_every=N`` with the miner: a full pass after every N-th epoch replaces the miner's means (the
+      miner's sums of the epoch's own training embeddings in between, at no cost).
     * ``loss.mean_ema``: after every step, the batch's classes move towards its embeddings (CIDER's prototype EMA).
 
     Args:
         loss: the training loss (``VMFLoss`` and its miner, or no miner for ``full_pass``).
         full_pass: computes the class means of one pass over the training set (eval transforms), on every process.
         gather: gathers a tensor from every process (identity on one), so that every process moves its means alike.
-        mean_update, init_full_pass, mean_ema: the ``loss.*`` settings of the same names.
+        mean_update, init_full_pass, mean_ema, full_pass_every: the ``loss.*`` settings of the same names.
     """
 
     holds_means = True
@@ -94,11 +107,13 @@ class VMFMeanSchedule(MeanSchedule):
         mean_update: str = "miner",
         init_full_pass: bool = True,
         mean_ema: Optional[float] = None,
+        full_pass_every: Optional[int] = None,
     ) -> None:
         self.vmf = loss.loss
         self.miner: Optional[GlobalMeanMiner] = loss.miner
         self.full_pass, self.gather = full_pass, gather
         self.mean_update, self.init_full_pass, self.mean_ema = mean_update, init_full_pass, mean_ema
+        self.full_pass_every = 1 if mean_update == "full_pass" else full_pass_every
         self.last_full_pass: Optional[ClassMeanEstimate] = None
         if mean_update == "full_pass":
             self.vmf.stale_means_warning_steps = None  # refreshed after every epoch, however long an epoch is
@@ -116,15 +131,17 @@ class VMFMeanSchedule(MeanSchedule):
         if self.mean_ema is not None:  # on the global batch, so that every process moves its means identically
             ema_update_means(self.vmf.means, self.gather(embeddings.detach().float()), self.gather(labels), self.mean_ema)
 
-    def end_epoch(self) -> dict:
+    def end_epoch(self, epoch: int) -> dict:
         if self.miner is not None and self.miner.update_every is None:
             self.miner.update_means()  # every process calls it: the sums are all-reduced
-        if self.mean_update == "full_pass":
+        passes = self.full_pass_every is not None and (epoch + 1) % self.full_pass_every == 0
+        if passes:
             self.refresh_with_full_pass()
-        if self.miner is not None:
+        if self.miner is not None and not passes:
             record = self.miner.diagnostics()
         else:
             record = self.last_full_pass.summary() if self.last_full_pass is not None else {}
+        record["vmf/full_pass"] = float(passes)
         if self.vmf.learn_kappa:
             record["vmf/kappa"] = self.vmf.kappa
         return record
@@ -143,5 +160,5 @@ def build_mean_schedule(
         return MeanSchedule()
     return VMFMeanSchedule(
         loss, lambda: full_pass(loss.loss.shard), gather, mean_update=c.loss.mean_update, init_full_pass=c.loss.init_full_pass,
-        mean_ema=c.loss.mean_ema,
+        mean_ema=c.loss.mean_ema, full_pass_every=c.loss.full_pass_every,
     )  # fmt: skip

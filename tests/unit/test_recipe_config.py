@@ -214,7 +214,7 @@ def test_vmf_without_a_step_schedule_publishes_its_means_once_per_epoch():
     units = torch.nn.functional.normalize(torch.stack(batches), dim=2).view(3, 2, 2, 4)  # batch, class, sample, dim
     first_batch_means = torch.nn.functional.normalize(units[0].sum(1))
     torch.testing.assert_close(training_loss.loss.means, first_batch_means)  # seeded, not yet updated
-    _schedule(training_loss).end_epoch()
+    _schedule(training_loss).end_epoch(0)
     torch.testing.assert_close(training_loss.loss.means, torch.nn.functional.normalize(units.sum((0, 2))))
 
 
@@ -223,7 +223,7 @@ def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch(
     training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
     seeded = training_loss.loss.means.clone()
     training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
-    _schedule(training_loss).end_epoch()
+    _schedule(training_loss).end_epoch(0)
     torch.testing.assert_close(training_loss.loss.means, seeded)
 
 
@@ -242,7 +242,7 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
 
     config = load_config(None, ["loss.name=triplet"])
     triplet = build_mean_schedule(config, build_training_loss("triplet", 2, 4), None, None)
-    assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch() == {}
+    assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch(0) == {}
     passes = []
 
     def full_pass():
@@ -258,18 +258,46 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
     assert passes == []
     schedule.before_training(global_step=0)
     torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 2)
-    record = schedule.end_epoch()
+    record = schedule.end_epoch(0)
     assert passes == [0, 1] and set(record) >= {"vmf/resultant_length_mean", "vmf/concentration_mean"}
     torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 3)
+    assert record["vmf/full_pass"] == 1.0
     ema = _schedule(training_loss, init_full_pass=False, mean_ema=0.5)
     ema.after_step(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]]), torch.tensor([0, 1]))
     expected = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]]), dim=1)
     torch.testing.assert_close(training_loss.loss.means, expected)
 
 
+def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only():
+    from pml_vmf.class_means import ClassMeanEstimate
+
+    pass_means = torch.eye(4)[:2]
+    passes = []
+
+    def full_pass():
+        passes.append(True)
+        ones = torch.ones(2)
+        return ClassMeanEstimate(pass_means.clone(), ones.long(), ones, ones)
+
+    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": None})
+    schedule = _schedule(training_loss, full_pass=full_pass, init_full_pass=False, full_pass_every=3)
+    labels = torch.tensor([0, 0, 1, 1])
+    for epoch in range(6):
+        embeddings = torch.randn(4, 4)
+        training_loss(embeddings, labels)
+        record = schedule.end_epoch(epoch)
+        epoch_means = torch.nn.functional.normalize(torch.nn.functional.normalize(embeddings).view(2, 2, 4).sum(1))
+        expected = pass_means if epoch in (2, 5) else epoch_means  # the miner's sums hold this epoch's batch only
+        torch.testing.assert_close(training_loss.loss.means, expected)
+        assert record["vmf/full_pass"] == float(epoch in (2, 5)) and len(passes) == (epoch + 1) // 3
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
+        (["loss.full_pass_every=0"], "loss.full_pass_every is a number of epochs, at least 1"),
+        (["loss.full_pass_every=2", "loss.mean_update=full_pass"], "already passes after every epoch"),
+        (["loss.full_pass_every=2", "loss.name=triplet"], "triplet has none"),
         (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
