@@ -4,9 +4,10 @@ multi-similarity's, measured side by side in one process.
 Part 1 times one full pass over the training set (eval transform, every image once) in pieces: the loader alone
 (decoding, resizing, collating), the forward alone (on the loader's batches held in memory), the pass as the recipe
 runs it, and the pass again from the decoded-image cache (``data.cache_eval_images``) once it is filled. Part 2
-trains each variant for ``--epochs`` epochs (``vmf_every_N``: N epochs, so that exactly one holds a pass) from the
-same start (no validation) and reports its mean seconds per epoch, the mean step included, and the ratio to
-multi-similarity's.
+trains every variant from the same start (no validation), one epoch each in turn, for as many rounds as the largest
+N of the ``vmf_every_N`` variants (at least ``--epochs``), and reports each one's mean seconds per epoch, the mean
+step included, and the ratio to multi-similarity's. Run it with N a divisor of the rounds, so that the mean holds a
+whole number of passes.
 
     python benchmarks/mean_step_cost.py --config recipes/configs/emoji_pretrained.yaml --data-root data/emoji \\
         --out benchmarks/results/mean_step_cost/cpu.csv
@@ -68,13 +69,21 @@ def full_pass_pieces(run: RecipeRun) -> dict:
     return pieces
 
 
-def epoch_seconds(config_path: str, overrides: list, epochs: int, output_dir: str) -> list:
-    """Seconds of each of ``epochs`` training epochs (the mean step included), from the config's start."""
-    run = RecipeRun(load_config(config_path, [*overrides, f"run.output_dir={output_dir}", f"run.name=r{time.time_ns()}"]))
-    run.means.before_training(0)
-    seconds = [run.train_epoch(epoch)["train_seconds"] for epoch in range(epochs)]
-    del run
-    gc.collect()  # its loader's workers stop before the next run starts
+def interleaved_epoch_seconds(config_path: str, variants: dict, rounds: int, output_dir: str) -> dict:
+    """Seconds of each training epoch (the mean step included) of every variant, from the config's start. The runs
+    are built first and then alternate, one epoch each per round, so that a drift of a shared machine hits all alike.
+    """
+    runs = {}
+    for name, overrides in variants.items():
+        runs[name] = RecipeRun(load_config(config_path, [*overrides, f"run.output_dir={output_dir}", f"run.name={name}"]))
+        runs[name].means.before_training(0)
+    seconds: dict = {name: [] for name in runs}
+    for epoch in range(rounds):
+        for name, run in runs.items():
+            seconds[name].append(run.train_epoch(epoch)["train_seconds"])
+            print(f"round {epoch}: {name} {seconds[name][-1]:.1f} s", flush=True)
+    runs.clear()
+    gc.collect()  # the runs' loader workers stop
     return seconds
 
 
@@ -83,7 +92,7 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--variants", nargs="+", default=["multi_similarity", "vmf_full_pass", "vmf_miner", "vmf_every_4"])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per variant but vmf_every_N (N epochs); the mean is reported")
+    parser.add_argument("--epochs", type=int, default=2, help="the least number of rounds (one epoch of each variant per round)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. run.channels_last=true")
     parser.add_argument("--out", type=Path, help="CSV of the measurements")
     args = parser.parse_args()
@@ -98,12 +107,11 @@ def main() -> None:
             pieces = full_pass_pieces(run)
             del run
             gc.collect()
-            print(f"full pass, cache_eval_images={cache}: {pieces}")
+            print(f"full pass, cache_eval_images={cache}: {pieces}", flush=True)
             rows.append({"part": "full_pass", "variant": f"cache_eval_images={cache}", **pieces})
-        for name in args.variants:
-            epochs = int(name.removeprefix("vmf_every_")) if name.startswith("vmf_every_") else args.epochs
-            seconds = epoch_seconds(args.config, [*base, *variant_overrides(name)], epochs, output_dir)
-            print(f"{name}: seconds per epoch {', '.join(f'{s:.1f}' for s in seconds)}")
+        rounds = max([args.epochs, *(int(n.removeprefix("vmf_every_")) for n in args.variants if n.startswith("vmf_every_"))])
+        variants = {name: [*base, *variant_overrides(name)] for name in args.variants}
+        for name, seconds in interleaved_epoch_seconds(args.config, variants, rounds, output_dir).items():
             rows.append({"part": "epoch", "variant": name, "mean_epoch_s": statistics.mean(seconds), "epochs_s": " ".join(f"{s:.2f}" for s in seconds)})
     reference = next((r["mean_epoch_s"] for r in rows if r["variant"] == "multi_similarity"), None)
     print(f"\nmachine: {machine}; config {args.config} {' '.join(args.set)}")

@@ -6,7 +6,8 @@ in --tune first trains once per candidate value with the first seed (``--tune de
 hyper-parameter at its default and one step either side), and the value with the best validation MAP@R (held-out
 training classes, never the test classes) is used for every seed. The network before training (train.epochs=0) is
 evaluated first, the same way, as the table's first row; a loss that does not clear it is flagged. Writes DIR/runs.csv (one row per run),
-DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/. A rerun skips finished runs. Config overrides
+DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/ (among them time_to_accuracy.png: validation
+MAP@R against cumulative training seconds). A rerun skips finished runs. Config overrides
 for every run go after --set.
 
     accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
@@ -24,8 +25,10 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from benchmark_plots import plot_benchmark, plot_tuning_curves  # recipes/, beside this script
-from loss_benchmark import final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table
+from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # recipes/, beside this script
+from loss_benchmark import (
+    final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table, validation_curve,
+)  # fmt: skip
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows
 from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted
@@ -81,10 +84,9 @@ def main(argv: list) -> int:
         atomic_write_text(args.out / "summary.md", summary_table(rows, grid))
         curves = {}
         for row in final:
-            log = RunFolder(runs_dir / row["folder"]).read_metrics_log()
-            curve = [(r["epoch"], r["mean_average_precision_at_r"]) for r in log if r.get("split") == "val"]
-            curves.setdefault(row["loss"], []).append(curve)
+            curves.setdefault(row["loss"], []).append(validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log()))
         plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3])
+        plot_time_to_accuracy(curves, args.out / "plots" / "time_to_accuracy.png")
         plot_tuning_curves(rows, grid, args.out / "plots")
         print((args.out / "summary.md").read_text())
     return 0

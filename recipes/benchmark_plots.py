@@ -17,7 +17,7 @@ def plot_benchmark(rows: Sequence[dict], validation_curves: dict, folder: Path, 
 
     Args:
         rows: the final runs' CSV rows (``loss`` and one column per metric).
-        validation_curves: loss -> list over seeds of ``[(epoch, MAP@R), ...]``.
+        validation_curves: loss -> list over seeds of ``[(epoch, training seconds, MAP@R), ...]``.
         folder: where to write ``headline_metrics.png`` and ``validation_map_at_r.png``.
         metrics: the headline metric columns.
     """
@@ -40,8 +40,8 @@ def plot_benchmark(rows: Sequence[dict], validation_curves: dict, folder: Path, 
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4))
     for loss, curves in validation_curves.items():
-        epochs = sorted({e for curve in curves for e, _ in curve})
-        mean = [np.mean([v for curve in curves for e2, v in curve if e2 == e]) for e in epochs]
+        epochs = sorted({e for curve in curves for e, _, _ in curve})
+        mean = [np.mean([v for curve in curves for e2, _, v in curve if e2 == e]) for e in epochs]
         ax.plot(epochs, mean, marker="o", label=loss)
     ax.set(xlabel="epoch", ylabel="validation MAP@R (mean over seeds)", title="Validation MAP@R per epoch")
     ax.grid(alpha=0.3)
@@ -51,6 +51,29 @@ def plot_benchmark(rows: Sequence[dict], validation_curves: dict, folder: Path, 
     fig.savefig(paths[1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def plot_time_to_accuracy(validation_curves: dict, path: Path) -> Path:
+    """Validation MAP@R against cumulative training seconds, one line per run, one colour per loss: which loss
+    reaches an accuracy first, its mean steps included.
+
+    Args:
+        validation_curves: loss -> list over seeds of ``[(epoch, training seconds, MAP@R), ...]``.
+        path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (loss, curves) in enumerate(validation_curves.items()):
+        for j, curve in enumerate(curves):
+            ax.plot([s for _, s, _ in curve], [v for _, _, v in curve], marker=".", color=f"C{i}", alpha=0.8, label=loss if j == 0 else None)
+    ax.set(xlabel="training seconds (steps and mean updates, cumulative)", ylabel="validation MAP@R", title="Time to accuracy (one line per seed)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_tuning_curves(rows: Sequence[dict], grid: dict, folder: Path) -> list:

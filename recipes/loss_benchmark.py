@@ -106,16 +106,33 @@ def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, ru
         return {}
     log = folder.read_metrics_log()
     epochs = [r for r in log if "train_loss" in r]
-    validation = [r[VALIDATION_METRIC] for r in log if r.get("split") == "val" and VALIDATION_METRIC in r]
+    curve = validation_curve(log)
+    best = max(curve, key=lambda point: point[2]) if curve else None
     return {
         "name": planned.name, "folder": planned.name, "phase": planned.phase, "loss": planned.loss, "seed": planned.seed,
         "param": planned.param or "", "value": "" if planned.value is None else planned.value,
-        "best_val_map_at_r": max(validation) if validation else "",
+        "best_val_map_at_r": best[2] if best else "",
+        "best_val_epoch": best[0] if best else "",
+        "seconds_to_best_val": best[1] if best else "",
         **{k: v for k, v in metrics.items() if not k.startswith("num_")},
         "train_seconds": round(sum(r["train_seconds"] for r in epochs), 2),
         "seconds_per_epoch": round(statistics.mean(r["train_seconds"] for r in epochs), 2) if epochs else "",
         "peak_memory_mb": round(max(r["peak_memory_mb"] for r in epochs), 1) if epochs else "",
     }  # fmt: skip
+
+
+def validation_curve(log: Sequence[dict]) -> list:
+    """``[(epoch, training seconds up to its end, validation MAP@R), ...]`` from a run's ``metrics.jsonl`` records:
+    the time-to-accuracy curve. The seconds are the epochs' ``train_seconds`` (steps and mean updates, not the
+    validation), summed over every epoch so far, validated or not."""
+    curve, seconds = [], 0.0
+    for record in log:
+        if "train_loss" not in record:
+            continue
+        seconds += record["train_seconds"]
+        if record.get("split") == "val" and VALIDATION_METRIC in record:
+            curve.append((record["epoch"], round(seconds, 2), record[VALIDATION_METRIC]))
+    return curve
 
 
 def winners(rows: list, grid: dict) -> dict:
@@ -148,7 +165,8 @@ BELOW_BASELINE = " (not above untrained)"
 
 
 def summary_table(rows: list, grid: dict) -> str:
-    """Markdown: mean +- std over seeds per loss of the headline metrics, time and memory, and the tuned value.
+    """Markdown: mean +- std over seeds per loss of the headline metrics, time (per epoch, and training seconds to
+    the best validation epoch) and memory, and the tuned value.
 
     The first row, where the benchmark has one, is the network before training evaluated the same way; a loss whose
     mean first headline metric does not clear it is flagged.
@@ -156,12 +174,12 @@ def summary_table(rows: list, grid: dict) -> str:
     final = final_rows(rows, grid)
     losses = list(dict.fromkeys(r["loss"] for r in final))
     metrics = headline_metrics(final)
-    header = ["loss", "tuned value", "seeds", *metrics, "s / epoch", "peak MiB"]
+    header = ["loss", "tuned value", "seeds", *metrics, "s / epoch", "s to best val", "peak MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     baseline = next((r for r in rows if r["phase"] == "baseline"), None)
     if baseline is not None:
         cells = ["untrained network (train.epochs=0)", "", "1"]
-        cells += [f"{float(baseline[m]):.3f}" if baseline.get(m, "") != "" else "" for m in metrics] + ["", ""]
+        cells += [f"{float(baseline[m]):.3f}" if baseline.get(m, "") != "" else "" for m in metrics] + ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     chosen = winners(rows, grid)
     for loss in losses:
@@ -171,7 +189,7 @@ def summary_table(rows: list, grid: dict) -> str:
             values = [float(r[metrics[0]]) for r in mine if r.get(metrics[0], "") != ""]
             flag = BELOW_BASELINE if values and statistics.mean(values) <= float(baseline[metrics[0]]) else ""
         cells = [loss + flag, f"{grid[loss][0]}={chosen[loss]:g}" if loss in chosen else "default", str(len(mine))]
-        for metric in [*metrics, "seconds_per_epoch", "peak_memory_mb"]:
+        for metric in [*metrics, "seconds_per_epoch", "seconds_to_best_val", "peak_memory_mb"]:
             values = [float(r[metric]) for r in mine if r.get(metric, "") != ""]
             if not values:
                 cells.append("")

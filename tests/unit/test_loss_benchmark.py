@@ -1,7 +1,7 @@
 """How the loss benchmark (recipes/loss_benchmark.py) plans, tunes and summarises runs."""
 
 import pytest
-from loss_benchmark import TUNING_GRIDS, parse_grid, plan, summary_table, winners  # recipes/, on sys.path (conftest)
+from loss_benchmark import TUNING_GRIDS, parse_grid, plan, summary_table, validation_curve, winners  # recipes/, on sys.path (conftest)
 
 from pml_vmf.training import LOSSES, ConfigError
 
@@ -45,3 +45,13 @@ def test_a_loss_that_does_not_clear_the_untrained_network_is_flagged():
     table = summary_table(rows, grid).splitlines()
     assert table[2].startswith("| untrained network (train.epochs=0) |  | 1 | 0.550 |")
     assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith("| triplet (not above untrained) | default |")
+
+
+def test_the_time_to_accuracy_curve_counts_every_epochs_training_seconds_but_not_validation():
+    log = [
+        {"epoch": 0, "train_loss": 1.0, "train_seconds": 10.0},  # not validated (eval.every=2)
+        {"epoch": 1, "train_loss": 0.9, "train_seconds": 12.5, "split": "val", "mean_average_precision_at_r": 0.4},
+        {"epoch": 2, "train_loss": 0.8, "train_seconds": 30.0, "split": "val", "mean_average_precision_at_r": 0.6},
+        {"split": "test", "mean_average_precision_at_r": 0.5},
+    ]
+    assert validation_curve(log) == [(1, 22.5, 0.4), (2, 52.5, 0.6)]
