@@ -2,6 +2,8 @@
 seconds per training step (miner + loss + backward), measured side by side in one run, printed as ratios.
 
     accelerate launch --multi_gpu --num_processes 2 benchmarks/sharded_means.py --classes 10000 100000 1000000
+    accelerate launch --multi_gpu --num_processes 2 benchmarks/sharded_means.py --classes 10000000 --width 128 \
+        --sample-rate 0.1 --sharded-only    # Partial FC's negative-class sampling; every class replicated would not fit
 
 Embedding 512, a batch of 256 per process, means initialised to random unit vectors. Class state is what grows with
 the number of classes and lives on every process: the loss's means and the miner's sums and counts (vMF has no
@@ -47,7 +49,7 @@ def seconds_per_step(loss: VMFLoss, miner: GlobalMeanMiner, batch: int, steps: i
 
 def measure(num_classes: int, sharded: bool, args: argparse.Namespace, accelerator: Accelerator) -> dict:
     shard = ClassShard.contiguous(num_classes) if sharded else None
-    loss = VMFLoss(num_classes, args.width, kappa=16.0, shard=shard, stale_means_warning_steps=None)
+    loss = VMFLoss(num_classes, args.width, kappa=16.0, shard=shard, stale_means_warning_steps=None, sample_rate=args.sample_rate)
     with torch.no_grad():
         loss.means.copy_(F.normalize(torch.randn(loss.means.shape), dim=1))
     miner = GlobalMeanMiner(loss, update_every=None)  # accumulates; the update is once per epoch
@@ -63,17 +65,22 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--batch", type=int, default=256, help="per process")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--sample-rate", type=float, default=1.0, help="VMFLoss(sample_rate=...): Partial FC's share of classes per softmax")
+    parser.add_argument("--sharded-only", action="store_true", help="skip every-class-on-every-process (when it does not fit)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sharded_means/cpu.csv"))
     args = parser.parse_args()
     accelerator = Accelerator(cpu=True)
     world = accelerator.num_processes
     rows = []
     for num_classes in args.classes:
-        sharded, replicated = measure(num_classes, True, args, accelerator), measure(num_classes, False, args, accelerator)
+        sharded = measure(num_classes, True, args, accelerator)
+        replicated = {"state_mib": float("nan"), "seconds_per_step": float("nan")}
+        if not args.sharded_only:
+            replicated = measure(num_classes, False, args, accelerator)
         rows.append({**sharded, "replicated_state_mib": replicated["state_mib"], "replicated_seconds_per_step": replicated["seconds_per_step"]})
     if accelerator.is_main_process:
         print(f"machine: {platform.processor() or platform.machine()}, {world} processes (gloo), {torch.get_num_threads()} "
-              f"thread(s) each; embedding {args.width}, batch {args.batch} per process, median of {args.steps} steps")  # fmt: skip
+              f"thread(s) each; embedding {args.width}, batch {args.batch} per process, sample rate {args.sample_rate}, median of {args.steps} steps")  # fmt: skip
         print("| classes | state MiB / process, sharded | every class | ratio (1/W = %.3f) | s / step, sharded | every class | ratio |" % (1 / world))
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
@@ -81,7 +88,7 @@ def main() -> None:
                   f"| {r['seconds_per_step']:.3f} | {r['replicated_seconds_per_step']:.3f} "
                   f"| {r['seconds_per_step'] / r['replicated_seconds_per_step']:.2f} |")  # fmt: skip
         previous = read_rows(args.out)
-        write_rows(args.out, previous + [{**r, "processes": world, "width": args.width, "batch": args.batch} for r in rows])
+        write_rows(args.out, previous + [{**r, "processes": world, "width": args.width, "batch": args.batch, "sample_rate": args.sample_rate} for r in rows])
     accelerator.end_training()
 
 

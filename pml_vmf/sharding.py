@@ -7,6 +7,7 @@ all-reduced maxima, sums of exponentials and target logits. Per process, the cla
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -122,19 +123,36 @@ def check_equal_batches(batch_size: int, device: torch.device) -> None:
         )
 
 
+def sample_classes(batch_rows: torch.Tensor, num_rows: int, sample_rate: float) -> torch.Tensor:
+    """Partial FC's class sampling (insightface ``partial_fc_v2.py``): the rows of a process's means to compute
+    logits against, every class of the batch and a uniformly random subset of the others, ``ceil(sample_rate *
+    num_rows)`` in all (more when the batch holds more classes), sorted. Draws from torch's global generator.
+
+    Args:
+        batch_rows: ``(n,)`` rows of the batch's classes among this process's (its own samples, or the owned part
+            of the global batch).
+        num_rows: this process's classes.
+        sample_rate: the share of them to sample, in ``(0, 1]``.
+    """
+    count = min(num_rows, math.ceil(sample_rate * num_rows))
+    scores = torch.rand(num_rows, device=batch_rows.device)
+    scores[batch_rows] = 2.0  # above every random score: the batch's classes are always in
+    count = max(count, int((scores == 2.0).sum()))
+    return scores.topk(count).indices.sort().values
+
+
 def sharded_cross_entropy(
-    logits: torch.Tensor, has_mean: torch.Tensor, labels: torch.Tensor, shard: ClassShard, kappa, margin: float
+    logits: torch.Tensor, has_mean: torch.Tensor, columns: torch.Tensor, kappa, margin: float
 ) -> torch.Tensor:
     """``-log softmax(logits)[y]`` of every sample of the global batch, each process holding the logits of its own
     classes only: the log-softmax comes from the all-reduced row maxima, sums of exponentials and target logits (the
     target from the process that owns the class), each differentiable where it carries a gradient.
 
     Args:
-        logits: ``(global batch, shard.size)``, ``kappa * cos`` against this process's means, ``-inf`` for classes
-            with no mean (``VMFLoss.get_logits`` of the gathered embeddings).
-        has_mean: ``(shard.size,)``, whether each of this process's classes has a mean.
-        labels: ``(global batch,)`` global class ids.
-        shard: this process's range.
+        logits: ``(global batch, columns)``, ``kappa * cos`` against this process's means (all, or those sampled),
+            ``-inf`` for classes with no mean (``VMFLoss.get_logits`` of the gathered embeddings).
+        has_mean: ``(columns,)``, whether each column's class has a mean.
+        columns: ``(global batch,)`` the column of each sample's class, -1 where another process owns it.
         kappa: the concentration (a float, or a tensor when learned), for the margin.
         margin: the cosine margin subtracted from the target's cosine.
 
@@ -144,9 +162,8 @@ def sharded_cross_entropy(
     Raises:
         ValueError: when a sample's class has no mean yet (on every process alike).
     """
-    local = labels - shard.start
-    owned = (local >= 0) & (local < shard.size)
-    local = local.clamp(0, shard.size - 1)
+    owned = columns >= 0
+    local = columns.clamp_min(0)
     missing = _count_on_all_processes(owned & ~has_mean[local])
     if missing:
         raise ValueError(

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
 from .class_means import predict_nearest_mean
-from .sharding import ClassShard, check_equal_batches, gather, gather_with_grad, sharded_cross_entropy, sharded_nearest_mean
+from .sharding import (
+    ClassShard, check_equal_batches, gather, gather_with_grad, sample_classes, sharded_cross_entropy, sharded_nearest_mean,
+)  # fmt: skip
 from .input_checks import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
 
 
@@ -46,6 +48,10 @@ class VMFLoss(BaseMetricLossFunction):
             large for one process: ``means`` is then ``(shard.size, embedding_size)``, the loss gathers the global
             batch's embeddings (every process needs the same batch size) and forms the softmax across processes.
             The losses and gradients equal the unsharded loss's. None: every process holds every mean.
+        sample_rate: Partial FC's negative-class sampling (An et al., ICCVW 2021), for heads of millions of classes:
+            while the module is in training mode, each call computes logits against every class of the batch and a
+            random subset of the others, ``ceil(sample_rate * classes)`` in all (per process with a shard), and the
+            softmax over those; ``sampled_classes`` holds the last call's. 1.0 (the default): every class.
         **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
 
     Example:
@@ -64,6 +70,7 @@ class VMFLoss(BaseMetricLossFunction):
         margin: float = 0.0,
         stale_means_warning_steps: Optional[int] = 1000,
         shard: Optional[ClassShard] = None,
+        sample_rate: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,13 +86,17 @@ class VMFLoss(BaseMetricLossFunction):
         if not (math.isfinite(margin) and 0.0 <= margin < 1.0):
             raise ValueError(f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}.")
         self.margin = float(margin)
+        if not (isinstance(sample_rate, (int, float)) and 0.0 < sample_rate <= 1.0):
+            raise ValueError(f"VMFLoss sample_rate is the share of classes in each softmax, in (0, 1] (Partial FC uses 0.1-0.3), got {sample_rate}.")
+        self.sample_rate = float(sample_rate)
+        self.sampled_classes: Optional[torch.Tensor] = None  # global class ids of the last sampled softmax
         rows = num_classes if shard is None else shard.size
         self.register_buffer("means", torch.zeros(rows, embedding_size, dtype=torch.float32))
         self.stale_means_warning_steps = stale_means_warning_steps
         self._means_seen = None  # (tensor id, in-place version) of the means at the last call
         self._calls_with_same_means = 0
         self.add_to_recordable_attributes(
-            list_of_names=["num_classes", "embedding_size", "kappa", "margin"], is_stat=False
+            list_of_names=["num_classes", "embedding_size", "kappa", "margin", "sample_rate"], is_stat=False
         )
 
     @property
@@ -128,8 +139,15 @@ class VMFLoss(BaseMetricLossFunction):
             check_label_range(labels, self.num_classes)
             self._watch_for_stale_means()
             return self._element_losses(self._sharded_losses(embeddings, labels), labels, indices_tuple, embeddings)
-        logits, mean_norms = self._logits_and_mean_norms(embeddings)
-        target_has_no_mean = mean_norms[labels.clamp(0, self.num_classes - 1)] == 0
+        rows = targets = None
+        if self._samples_classes:
+            check_label_range(labels, self.num_classes)  # before the labels index anything
+            rows = sample_classes(labels.to(self.means.device), self.num_classes, self.sample_rate)
+            self.sampled_classes = rows
+            targets = torch.searchsorted(rows, labels.to(rows.device)).to(labels.device)
+        logits, mean_norms = self._logits_and_mean_norms(embeddings, rows)
+        targets = labels.clamp(0, self.num_classes - 1) if targets is None else targets
+        target_has_no_mean = mean_norms[targets] == 0
         non_finite = ~torch.isfinite(embeddings).all(dim=1)
         num_without_mean, num_non_finite_without_mean = check_label_range(
             labels, self.num_classes, target_has_no_mean.sum(), (target_has_no_mean & non_finite).sum()
@@ -142,8 +160,12 @@ class VMFLoss(BaseMetricLossFunction):
         if self.margin:
             # kappa * (cos_y - m) on the target: subtracting kappa * m there is exact (logit = kappa * cos).
             kappa = self._kappa_for(logits.dtype, logits.device)
-            logits = logits - F.one_hot(labels, self.num_classes).to(logits.dtype) * (kappa * self.margin)
-        return self._element_losses(F.cross_entropy(logits, labels, reduction="none"), labels, indices_tuple, embeddings)
+            logits = logits - F.one_hot(targets, logits.shape[1]).to(logits.dtype) * (kappa * self.margin)
+        return self._element_losses(F.cross_entropy(logits, targets, reduction="none"), labels, indices_tuple, embeddings)
+
+    @property
+    def _samples_classes(self) -> bool:
+        return self.sample_rate < 1.0 and self.training
 
     @staticmethod
     def _element_losses(losses: torch.Tensor, labels: torch.Tensor, indices_tuple: Optional[tuple], embeddings: torch.Tensor) -> dict:
@@ -157,9 +179,17 @@ class VMFLoss(BaseMetricLossFunction):
         (their gradients flow back to each sample's process), and the softmax across processes."""
         batch = embeddings.shape[0]
         check_equal_batches(batch, embeddings.device)
-        logits, mean_norms = self._logits_and_mean_norms(gather_with_grad(embeddings))
+        labels = gather(labels)
+        local = labels - self.shard.start
+        owned = (local >= 0) & (local < self.shard.size)
+        rows, columns = None, torch.where(owned, local, -1)
+        if self._samples_classes:
+            rows = sample_classes(local[owned].to(self.means.device), self.shard.size, self.sample_rate)
+            self.sampled_classes = rows + self.shard.start
+            columns = torch.where(owned, torch.searchsorted(rows, local.to(rows.device)).to(local.device), -1)
+        logits, mean_norms = self._logits_and_mean_norms(gather_with_grad(embeddings), rows)
         kappa = self._kappa_for(logits.dtype, logits.device)
-        losses = sharded_cross_entropy(logits, mean_norms > 0, gather(labels), self.shard, kappa, self.margin)
+        losses = sharded_cross_entropy(logits, mean_norms > 0, columns, kappa, self.margin)
         return losses[self.shard.rank * batch : (self.shard.rank + 1) * batch]
 
     def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -182,8 +212,11 @@ class VMFLoss(BaseMetricLossFunction):
             self.means = self.means.to(device)
         return self.means
 
-    def _logits_and_mean_norms(self, embeddings: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+    def _logits_and_mean_norms(self, embeddings: torch.Tensor, rows: Optional[torch.Tensor] = None) -> "tuple[torch.Tensor, torch.Tensor]":
+        """Logits and mean norms against every mean, or against the means of ``rows`` (sampled classes)."""
         means = self._means_on(embeddings.device)
+        if rows is not None:
+            means = means[rows]
         dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             means = means.to(dtype)

@@ -2,11 +2,14 @@
 every mean: losses, gradients with respect to the embeddings and to a learned kappa, published means and
 predictions, to 1e-6 in float64 (the comparison of PaddlePaddle's margin cross-entropy and TorchRec's sharding tests)."""
 
+import math
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pml_vmf import GlobalMeanMiner, VMFLoss
 from tests.multiprocess import accelerate_launch, child_environment
@@ -18,6 +21,7 @@ SETTINGS = {
     "paper": {"loss": {"kappa": 16.0}, "miner": {"update_every": 2}},
     "margin_learned_kappa_momentum": {"loss": {"kappa": 8.0, "margin": 0.1, "learn_kappa": True}, "miner": {"update_every": 2, "momentum": 0.5}},
     "epoch_accumulation": {"loss": {"kappa": 16.0}, "miner": {"update_every": None}},
+    "sampled_negatives": {"loss": {"kappa": 8.0, "margin": 0.1, "sample_rate": 0.5}, "miner": {"update_every": 2}},
 }
 
 
@@ -30,15 +34,23 @@ def _data() -> dict:
     return dict(num_classes=NUM_CLASSES, embedding_size=EMBEDDING_SIZE, settings=SETTINGS, embeddings=embeddings, labels=labels, queries=queries)
 
 
-def _one_process(data: dict, options: dict) -> dict:
-    """Every mean in one process, fed the global batch: per-sample losses and their gradients."""
-    loss_func = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, **options["loss"])
+def _one_process(data: dict, options: dict, sampled: Optional[list] = None) -> dict:
+    """Every mean in one process, fed the global batch: per-sample losses and their gradients. With ``sampled``
+    (the classes the processes sampled, per step), the softmax over those classes only."""
+    loss_options = {k: v for k, v in options["loss"].items() if k != "sample_rate"}
+    loss_func = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, **loss_options)
     miner = GlobalMeanMiner(loss_func, **options["miner"])
     steps = []
-    for embeddings, labels in zip(data["embeddings"], data["labels"]):
+    for step, (embeddings, labels) in enumerate(zip(data["embeddings"], data["labels"])):
         z = embeddings.clone().requires_grad_(True)
         indices = miner(z, labels)
-        per_sample = loss_func.compute_loss(z, labels, indices, z, labels)["loss"]["losses"]
+        if sampled is None:
+            per_sample = loss_func.compute_loss(z, labels, indices, z, labels)["loss"]["losses"]
+        else:
+            targets = torch.searchsorted(sampled[step], labels)
+            logits = loss_func.get_logits(z)[:, sampled[step]]
+            logits = logits - F.one_hot(targets, logits.shape[1]) * (loss_func.kappa * loss_func.margin)
+            per_sample = F.cross_entropy(logits, targets, reduction="none")
         per_sample.sum().backward()  # sample i's loss depends on z_i only: z.grad[i] is its own gradient
         kappa_grad = None
         if loss_func.learn_kappa:
@@ -57,7 +69,15 @@ def test_sharded_means_equal_one_process_holding_every_mean(sizes, tmp_path):
     assert [r["shard"] for r in ranks] == [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))]
     local = GLOBAL_BATCH // len(sizes)
     for name, options in SETTINGS.items():
-        reference = _one_process(data, options)
+        sampled = None
+        if "sample_rate" in options["loss"]:  # each process samples among its own classes, the batch's always in
+            sampled = [torch.cat([r[name]["steps"][step]["sampled"] for r in ranks]) for step in range(STEPS)]
+            for step, labels in enumerate(data["labels"]):
+                assert set(labels.tolist()) <= set(sampled[step].tolist())
+                for r, size in zip(ranks, sizes):
+                    assert len(r[name]["steps"][step]["sampled"]) >= math.ceil(options["loss"]["sample_rate"] * size)
+            assert any(len(s) < NUM_CLASSES for s in sampled), "every step sampled every class: the test would be vacuous"
+        reference = _one_process(data, options, sampled)
         for step, expected in enumerate(reference["steps"]):
             for rank, result in enumerate(ranks):
                 got = result[name]["steps"][step]

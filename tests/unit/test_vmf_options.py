@@ -94,3 +94,46 @@ def test_proxynca_pp_head_is_avgmax_pooling_then_layernorm_without_affine():
     expected = model.head(F.layer_norm(pooled, pooled.shape[1:]))
     torch.testing.assert_close(model(images), expected, atol=1e-5, rtol=1e-5)
     assert not any("feature_norm" in key for key in model.state_dict())  # no parameters: exports unchanged
+
+
+def test_sampled_softmax_is_the_softmax_over_the_batchs_classes_and_a_random_subset_of_the_others():
+    torch.manual_seed(0)
+    loss_func = VMFLoss(20, 6, kappa=8.0, margin=0.1, sample_rate=0.3)
+    loss_func.means.copy_(torch.nn.functional.normalize(torch.randn(20, 6)))
+    full = VMFLoss(20, 6, kappa=8.0)
+    full.means.copy_(loss_func.means)
+    labels = torch.tensor([1, 1, 5, 5, 9, 9, 2, 2])
+    draws = []
+    for _ in range(3):
+        z = torch.randn(8, 6, requires_grad=True)
+        per_sample = loss_func.compute_loss(z, labels, None, z, labels)["loss"]["losses"]
+        rows = loss_func.sampled_classes
+        draws.append(rows.tolist())
+        assert rows.tolist() == sorted(set(rows.tolist())) and len(rows) == 6  # ceil(0.3 * 20)
+        assert set(labels.tolist()) <= set(rows.tolist())
+        targets = torch.searchsorted(rows, labels)
+        logits = full.get_logits(z)[:, rows] - torch.nn.functional.one_hot(targets, len(rows)) * (8.0 * 0.1)
+        expected = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        torch.testing.assert_close(per_sample, expected)
+        (grad,) = torch.autograd.grad(per_sample.sum(), z)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), z)
+        torch.testing.assert_close(grad, expected_grad)
+    assert len({tuple(d) for d in draws}) > 1, "the negatives are drawn anew at each call"
+    loss_func.eval()  # predictions and evaluation: every class, as without sampling
+    z = torch.randn(8, 6)
+    with_margin = VMFLoss(20, 6, kappa=8.0, margin=0.1)
+    with_margin.means.copy_(loss_func.means)
+    torch.testing.assert_close(loss_func(z, labels), with_margin(z, labels))
+
+
+def test_a_sample_rate_of_one_is_the_full_softmax_and_a_rate_outside_0_1_is_refused():
+    torch.manual_seed(1)
+    sampled, full = VMFLoss(5, 4, sample_rate=1.0), VMFLoss(5, 4)
+    means = torch.nn.functional.normalize(torch.randn(5, 4))
+    sampled.means.copy_(means)
+    full.means.copy_(means)
+    z, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 4, 4])
+    assert torch.equal(sampled(z, labels), full(z, labels)) and sampled.sampled_classes is None
+    for rate in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="sample_rate"):
+            VMFLoss(5, 4, sample_rate=rate)

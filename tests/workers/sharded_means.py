@@ -1,6 +1,6 @@
 """Run by tests/runs/test_sharded_means.py under `accelerate launch --multi_gpu`: each process owns a range of the
 classes (sizes given, uneven), feeds its slice of every global batch to a sharded VMFLoss and GlobalMeanMiner, and
-saves its losses, embedding gradients, learned-kappa gradients, mean shard and predictions.
+saves its losses, embedding gradients, learned-kappa gradients, sampled classes, mean shard and predictions.
 
 Usage: sharded_means.py DATA OUT SIZE [SIZE ...]
 """
@@ -33,7 +33,7 @@ def main() -> None:
             kappa_grad = loss_func.log_kappa.grad.clone() if loss_func.learn_kappa else None
             if loss_func.learn_kappa:
                 loss_func.log_kappa.grad = None
-            steps.append({"loss": loss.detach(), "grad": z.grad, "kappa_grad": kappa_grad})
+            steps.append({"loss": loss.detach(), "grad": z.grad, "kappa_grad": kappa_grad, "sampled": loss_func.sampled_classes})
         results[name] = {"steps": steps, "means": loss_func.means.clone(), "predictions": loss_func.predict(data["queries"])}
     torch.save(results, f"{out}/rank{rank}.pt")
     accelerator.end_training()
