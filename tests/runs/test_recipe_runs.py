@@ -130,3 +130,13 @@ def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, dig
         assert means.norm(dim=1).sub(1).abs().max() < 1e-5  # the exported model carries the full-pass means
     else:
         assert "classifier_accuracy_stale_means" not in metrics
+
+
+@pytest.mark.slow
+def test_a_vmf_head_with_sampled_negative_classes_trains_in_the_recipe(digits_folder, tmp_path):
+    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", "data.val_fraction=0.0"]
+    run_train_script(*common, "run.name=sampled", "train.epochs=1", "train.max_steps_per_epoch=3", "loss.params.vmf.sample_rate=0.5")
+    metrics = _metrics(tmp_path / "sampled")
+    assert 0.0 < metrics["mean_average_precision_at_r"] <= 1.0
+    saved = load_file(str(tmp_path / "sampled" / "model" / "class_means.safetensors"))["class_means"]
+    assert saved.ne(0).any(dim=1).all(), "every training class has a mean in the saved model"
