@@ -71,16 +71,18 @@ def full_pass_pieces(run: RecipeRun) -> dict:
 
 def interleaved_epoch_seconds(config_path: str, variants: dict, rounds: int, output_dir: str) -> dict:
     """Seconds of each training epoch (the mean step included) of every variant, from the config's start. The runs
-    are built first and then alternate, one epoch each per round, so that a drift of a shared machine hits all alike.
+    are built first and then alternate, one epoch each per round, each first in turn, so that a drift of a shared
+    machine and the order hit all alike.
     """
     runs = {}
     for name, overrides in variants.items():
         runs[name] = RecipeRun(load_config(config_path, [*overrides, f"run.output_dir={output_dir}", f"run.name={name}"]))
         runs[name].means.before_training(0)
     seconds: dict = {name: [] for name in runs}
+    names = list(runs)
     for epoch in range(rounds):
-        for name, run in runs.items():
-            seconds[name].append(run.train_epoch(epoch)["train_seconds"])
+        for name in names[epoch % len(names) :] + names[: epoch % len(names)]:  # each variant first in turn
+            seconds[name].append(runs[name].train_epoch(epoch)["train_seconds"])
             print(f"round {epoch}: {name} {seconds[name][-1]:.1f} s", flush=True)
     runs.clear()
     gc.collect()  # the runs' loader workers stop
