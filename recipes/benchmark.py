@@ -3,11 +3,11 @@
 Each loss in --losses is trained with every seed in --seeds, under the same config (backbone, embedding width,
 sampler, batch, optimizer, epochs, data); each with its usual miner and its own parameter learning rate. A loss named
 in --tune first trains once per candidate value with the first seed (``--tune default``: every loss's main
-hyper-parameter at its default and one step either side), and the value with the best validation MAP@R (held-out
-training classes, never the test classes) is used for every seed. The network before training (train.epochs=0) is
+hyper-parameter at its default and one step either side), and the value with the best validation score (the
+config's eval.select_by, MAP@R by default; held-out training data, never the test data) is used for every seed. The network before training (train.epochs=0) is
 evaluated first, the same way, as the table's first row; a loss that does not clear it is flagged. Writes DIR/runs.csv (one row per run),
-DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/ (among them time_to_accuracy.png: validation
-MAP@R against cumulative training seconds). A rerun skips finished runs. Config overrides
+DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/ (among them time_to_accuracy.png: the
+validation score against cumulative training seconds). A rerun skips finished runs. Config overrides
 for every run go after --set.
 
     accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
@@ -31,7 +31,7 @@ from loss_benchmark import (
 )  # fmt: skip
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows
-from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted
+from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted, load_config
 from pml_vmf.training.builders import multiprocess_without_cuda
 from pml_vmf.training.run_folder import RunFolder
 
@@ -82,11 +82,12 @@ def main(argv: list) -> int:
     final = final_rows(rows, grid)
     if final:
         atomic_write_text(args.out / "summary.md", summary_table(rows, grid))
+        select_by = load_config(args.config, overrides).eval.select_by
         curves = {}
         for row in final:
-            curves.setdefault(row["loss"], []).append(validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log()))
-        plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3])
-        plot_time_to_accuracy(curves, args.out / "plots" / "time_to_accuracy.png")
+            curves.setdefault(row["loss"], []).append(validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), select_by))
+        plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3], select_by)
+        plot_time_to_accuracy(curves, args.out / "plots" / "time_to_accuracy.png", select_by)
         plot_tuning_curves(rows, grid, args.out / "plots")
         print((args.out / "summary.md").read_text())
     return 0

@@ -106,12 +106,16 @@ def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, ru
         return {}
     log = folder.read_metrics_log()
     epochs = [r for r in log if "train_loss" in r]
-    curve = validation_curve(log)
-    best = max(curve, key=lambda point: point[2]) if curve else None
+    select_by = config.eval.select_by
+    curve = validation_curve(log, select_by)
+    best = max(curve, key=lambda point: point[2]) if curve else None  # the first best, as the run's checkpoint
+    best_record = next((r for r in log if r.get("split") == "val" and best and r["epoch"] == best[0]), {})
     return {
         "name": planned.name, "folder": planned.name, "phase": planned.phase, "loss": planned.loss, "seed": planned.seed,
         "param": planned.param or "", "value": "" if planned.value is None else planned.value,
-        "best_val_map_at_r": best[2] if best else "",
+        "select_by": select_by,
+        "best_val_score": best[2] if best else "",
+        "best_val_map_at_r": best_record.get(VALIDATION_METRIC, ""),  # at the selected epoch
         "best_val_epoch": best[0] if best else "",
         "seconds_to_best_val": best[1] if best else "",
         **{k: v for k, v in metrics.items() if not k.startswith("num_")},
@@ -121,8 +125,8 @@ def run_one(config_path: Optional[str], overrides: list, planned: PlannedRun, ru
     }  # fmt: skip
 
 
-def validation_curve(log: Sequence[dict]) -> list:
-    """``[(epoch, training seconds up to its end, validation MAP@R), ...]`` from a run's ``metrics.jsonl`` records:
+def validation_curve(log: Sequence[dict], metric: str = VALIDATION_METRIC) -> list:
+    """``[(epoch, training seconds up to its end, validation metric), ...]`` from a run's ``metrics.jsonl`` records:
     the time-to-accuracy curve. The seconds are the epochs' ``train_seconds`` (steps and mean updates, not the
     validation), summed over every epoch so far, validated or not."""
     curve, seconds = [], 0.0
@@ -130,18 +134,23 @@ def validation_curve(log: Sequence[dict]) -> list:
         if "train_loss" not in record:
             continue
         seconds += record["train_seconds"]
-        if record.get("split") == "val" and VALIDATION_METRIC in record:
-            curve.append((record["epoch"], round(seconds, 2), record[VALIDATION_METRIC]))
+        if record.get("split") == "val" and metric in record:
+            curve.append((record["epoch"], round(seconds, 2), record[metric]))
     return curve
 
 
+def best_validation_score(row: dict) -> str:
+    """A row's best validation score by its run's ``eval.select_by`` (rows written before that column: MAP@R)."""
+    return row.get("best_val_score") or row.get("best_val_map_at_r", "")
+
+
 def winners(rows: list, grid: dict) -> dict:
-    """Per tuned loss, the value with the best validation MAP@R among its finished tuning runs."""
+    """Per tuned loss, the value with the best validation score (``eval.select_by``) among its finished tuning runs."""
     chosen = {}
     for loss, (_, values) in grid.items():
-        tuned = [r for r in rows if r["phase"] == "tune" and r["loss"] == loss and r["best_val_map_at_r"] != ""]
+        tuned = [r for r in rows if r["phase"] == "tune" and r["loss"] == loss and best_validation_score(r) != ""]
         if len(tuned) == len(values):
-            chosen[loss] = float(max(tuned, key=lambda r: float(r["best_val_map_at_r"]))["value"])
+            chosen[loss] = float(max(tuned, key=lambda r: float(best_validation_score(r)))["value"])
     return chosen
 
 

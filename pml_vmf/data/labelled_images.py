@@ -101,6 +101,8 @@ class RetrievalSplits:
             (leave-one-out, as CUB, Cars196 and SOP do).
         val: the held-out validation split of the training classes, for checkpoint selection; None for no validation.
         test_classes_are_train_classes: True for closed-set protocols, where nearest-mean classification is defined.
+        val_classes_are_train_classes: True when ``val`` holds images of the training classes, labelled as in
+            ``train`` (closed-set protocols validated by images), where validation classification accuracy is defined.
     """
 
     train: LabelledImages
@@ -108,6 +110,7 @@ class RetrievalSplits:
     reference: Optional[LabelledImages] = None
     val: Optional[LabelledImages] = None
     test_classes_are_train_classes: bool = False
+    val_classes_are_train_classes: bool = False
 
 
 def class_disjoint_halves(images: LabelledImages) -> tuple:

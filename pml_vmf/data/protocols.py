@@ -131,7 +131,8 @@ def load_protocol(
         seed: the seed of the validation split.
 
     Returns:
-        The splits, each with labels remapped to 0..C-1 (query and gallery jointly).
+        The splits, each with labels remapped to 0..C-1 (query and gallery jointly); on closed sets the test and
+        (validated by images) validation labels are the training labels.
     """
     if dataset not in READERS:
         raise ValueError(f"Unknown dataset {dataset!r}: data.dataset must be one of {', '.join(READERS)}.")
@@ -157,10 +158,14 @@ def load_protocol(
         train = train.remapped()  # the validation classes left gaps
         if reference is None:
             query = query.remapped()
+    # Closed set, validated by images: the held-out images keep the training labels (train is not renumbered on
+    # this path), so that the loss's own classifier can be scored on them.
+    val_in_train_labels = closed_set and not by_class and val is not None
     return RetrievalSplits(
         train=train,
         query=query,
         reference=reference,
-        val=val.remapped() if val is not None else None,
+        val=val if val_in_train_labels else (val.remapped() if val is not None else None),
         test_classes_are_train_classes=closed_set,
+        val_classes_are_train_classes=val_in_train_labels,
     )

@@ -6,7 +6,7 @@ do not import matplotlib.
 
 from importlib import import_module
 
-from .classification import predict_with_loss
+from .classification import has_classifier, predict_with_loss
 from .embedding import embed_dataset
 from .faiss_index import FaissIndexKNN
 from .retrieval_metrics import RecallAtKCalculator, build_accuracy_calculator, nearest_mean_accuracy, retrieval_metrics
@@ -25,6 +25,7 @@ __all__ = [
     "RecallAtKCalculator",
     "build_accuracy_calculator",
     "embed_dataset",
+    "has_classifier",
     "nearest_mean_accuracy",
     "predict_with_loss",
     "retrieval_metrics",

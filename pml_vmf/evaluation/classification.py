@@ -9,6 +9,12 @@ import torch
 from ..class_means import predict_nearest_mean
 
 
+def has_classifier(loss: torch.nn.Module) -> bool:
+    """Whether :func:`predict_with_loss` can classify with ``loss``'s own parameters."""
+    weights = getattr(loss, "W", None)
+    return hasattr(loss, "predict") or (isinstance(weights, torch.Tensor) and weights.dim() == 2)
+
+
 @torch.no_grad()
 def predict_with_loss(loss: torch.nn.Module, embeddings: torch.Tensor) -> Optional[torch.Tensor]:
     """The class the loss's own parameters predict, or None for losses without class weights (pair losses).

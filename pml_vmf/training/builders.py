@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from ..data import DecodedImageCache, ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
 from ..models import EmbeddingModel, create_embedding_model
 from ..sharding import ClassShard
+from .evaluator import CLASSIFIER_ACCURACY
 from .config import ConfigError, RecipeConfig
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
@@ -53,8 +54,14 @@ def check_config(c: RecipeConfig) -> None:
     patience = c.train.early_stopping_patience
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ConfigError(
-            f"train.early_stopping_patience is a number of epochs without a better validation MAP@R, at least 1 "
+            f"train.early_stopping_patience is a number of epochs without a better validation score (eval.select_by), at least 1 "
             f"(e.g. 3), or null to train all train.epochs; got {patience!r}."
+        )
+    selectable = [*c.eval.metrics, *(f"recall_at_{k}" for k in c.eval.recall_at), CLASSIFIER_ACCURACY]
+    if c.eval.select_by not in selectable:
+        raise ConfigError(
+            f"eval.select_by picks the tested checkpoint by a validation metric: one of {', '.join(selectable)} "
+            f"(eval.metrics, Recall@K of eval.recall_at, or the loss's own classifier on a closed set); got {c.eval.select_by!r}."
         )
     for key in ("params", "miner_params"):
         unknown = [loss for loss in getattr(c.loss, key) if loss not in LOSSES]

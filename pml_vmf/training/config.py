@@ -98,7 +98,7 @@ class TrainConfig:
     max_steps_per_epoch: Optional[int] = None
     stop_after_epoch: Optional[int] = None  # stop cleanly after this epoch; continue later with --resume
     # end training (and test the best checkpoint) once this many epochs have passed without a better validation
-    # MAP@R; None trains all train.epochs. train.epochs stays the cap and the length of the lr schedule.
+    # score (eval.select_by); None trains all train.epochs. train.epochs stays the cap and the length of the lr schedule.
     early_stopping_patience: Optional[int] = None
 
 
@@ -106,6 +106,9 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 256
     every: int = 1  # validate every this many epochs
+    # the validation metric that picks the tested checkpoint (and that early stopping watches): a retrieval metric of
+    # eval.metrics, or classifier_accuracy (closed-set protocols validated by images: the loss's own classifier)
+    select_by: str = "mean_average_precision_at_r"
     recall_at: list = field(default_factory=lambda: [1, 2, 4, 8])
     metrics: list = field(default_factory=lambda: ["precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"])
     knn: str = "auto"  # auto (faiss when installed) | faiss | torch

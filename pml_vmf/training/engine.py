@@ -42,9 +42,6 @@ from .progress import TrainingProgress
 from .run_folder import RunFolder
 from .run_log import RunLog
 
-SELECTION_METRIC = "mean_average_precision_at_r"
-
-
 class RecipeRun:
     """One training run of a recipe config, on however many processes ``accelerate launch`` started.
 
@@ -92,6 +89,7 @@ class RecipeRun:
         # neither goes through prepare(), which would shard or step them per process.
         self.model, self.optimizer, *eval_loaders = self.accelerator.prepare(model, optimizer, *eval_loaders)
         self.evaluator = RunEvaluator(c, self.accelerator, self.model, self.splits, dict(zip(eval_sets, eval_loaders)), num_classes)
+        self.evaluator.check_select_by(self.loss.loss)
         self.means = build_mean_schedule(c, self.loss, self.evaluator.training_set_means, self.accelerator.gather)
         self.progress = TrainingProgress()
         loss_shared, self.checkpoints.per_process = self.loss.checkpoint_objects()
@@ -206,7 +204,7 @@ class RecipeRun:
         if patience is None or self.splits.val is None or self.progress.epochs_without_improvement(epoch) < patience:
             return False
         self.accelerator.print(
-            f"Early stopping before epoch {epoch}: no better validation {SELECTION_METRIC} for "
+            f"Early stopping before epoch {epoch}: no better validation {self.config.eval.select_by} for "
             f"{self.progress.epochs_without_improvement(epoch)} epochs (train.early_stopping_patience={patience}); "
             f"testing the best checkpoint, epoch {self.progress.best_epoch}."
         )
@@ -217,9 +215,9 @@ class RecipeRun:
         trained = self.train_epoch(epoch)
         record, validation, is_best = {"epoch": epoch, **trained}, {}, False
         if self.splits.val is not None and ((epoch + 1) % c.eval.every == 0 or epoch + 1 == c.train.epochs):
-            validation = self.evaluator.evaluate("val")
+            validation = self.evaluator.validate(self.loss.loss)
             record.update(split="val", **validation)
-            score = torch.tensor(record.get(SELECTION_METRIC, 0.0), device=self.device)
+            score = torch.tensor(record.get(c.eval.select_by, 0.0), device=self.device)
             score = self.accelerator.reduce(score, "sum").item()  # main process's value, on every process
             is_best = score > self.progress.best_score
             if is_best:
@@ -267,7 +265,8 @@ class RecipeRun:
             self._raise_non_finite(float("nan"))
 
     def test(self) -> dict:
-        """Evaluates the best checkpoint (by validation MAP@R) on the test split; writes metrics, plots and the model."""
+        """Evaluates the best checkpoint (by validation ``eval.select_by``) on the test split; writes metrics, plots and
+        the model."""
         best = self.checkpoints.load("best") if self.checkpoints.exists() else None
         metrics = self.evaluator.test(self.loss.loss, self.means)
         means, kappa = self.loss.saved_means_and_kappa()

@@ -10,11 +10,15 @@ from accelerate import Accelerator
 
 from ..class_means import ClassMeanEstimate, compute_class_means
 from ..data import RetrievalSplits, load_rgb
-from ..evaluation import build_accuracy_calculator, embed_dataset, nearest_mean_accuracy, predict_with_loss, retrieval_metrics
+from ..errors import ConfigError
+from ..evaluation import build_accuracy_calculator, embed_dataset, has_classifier, nearest_mean_accuracy, predict_with_loss, retrieval_metrics
 from ..sharding import ClassShard
 from .config import RecipeConfig
 from .mean_schedule import MeanSchedule
 from .run_folder import RunFolder
+
+# The validation metric of the loss's own classifier (eval.select_by's choice for classification).
+CLASSIFIER_ACCURACY = "classifier_accuracy"
 
 
 class RunEvaluator:
@@ -73,6 +77,39 @@ class RunEvaluator:
             metrics["num_query"] = len(indices)
             metrics["num_unique_query"] = len(torch.unique(indices))
         return metrics
+
+    def validate(self, loss: torch.nn.Module) -> dict:
+        """The validation metrics: retrieval on the val split and, where it holds images of the training classes
+        (closed set, validated by images), ``classifier_accuracy``: the loss's own classifier (vMF's means as they
+        stand, softmax's layer, the proxies) on them. Computed on the main process and returned there."""
+        metrics = self.evaluate("val")
+        if self.splits.val_classes_are_train_classes:
+            embeddings, labels = self.embeddings["val"]
+            predictions = predict_with_loss(loss, embeddings.to(self.device))  # on every process: a sharded head needs all
+            if predictions is not None and self.accelerator.is_main_process:
+                metrics[CLASSIFIER_ACCURACY] = (predictions == labels).float().mean().item()
+        return metrics
+
+    def check_select_by(self, loss: torch.nn.Module) -> None:
+        """Refuses ``eval.select_by=classifier_accuracy`` where it cannot be measured, before training starts.
+
+        Raises:
+            ConfigError: when the validation images are not of the training classes, or the loss has no classifier.
+        """
+        if self.config.eval.select_by != CLASSIFIER_ACCURACY:
+            return
+        if not self.splits.val_classes_are_train_classes:
+            raise ConfigError(
+                "eval.select_by=classifier_accuracy scores the loss's classifier on held-out images of the training "
+                "classes: it needs data.protocol=closed_set (fashion_mnist or image_folder), data.val_by images or "
+                f"auto, and data.val_fraction above 0 (got protocol {self.config.data.protocol}, val_by "
+                f"{self.config.data.val_by}, val_fraction {self.config.data.val_fraction}). Select by a retrieval metric instead."
+            )
+        if not has_classifier(loss):
+            raise ConfigError(
+                f"eval.select_by=classifier_accuracy needs a loss that classifies (vmf, softmax, normalized_softmax, "
+                f"arcface, ...); {self.config.loss.name} has no class weights. Select by mean_average_precision_at_r instead."
+            )
 
     def test(self, loss: torch.nn.Module, schedule: MeanSchedule) -> dict:
         """The test metrics: retrieval, and closed-set accuracy where the test classes are the training classes."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pml_vmf.training.run_folder import RunFolder
 from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import DIGITS_CONFIG, REPO, TRAIN_SCRIPT, run_train_script
 
@@ -112,11 +113,18 @@ def test_a_new_run_never_overwrites_one_that_holds_a_checkpoint(digits_folder, t
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_name, backbone", [("vmf", "test_resnet"), ("triplet", "test_resnet"), ("softmax", "small_cnn")])
 def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, digits_closed_set_folder, tmp_path):
+    # Losses with a classifier pick their checkpoint by its validation accuracy, as a classification benchmark does.
+    select_by = "mean_average_precision_at_r" if loss_name == "triplet" else "classifier_accuracy"
     run_train_script(
         "--config", str(DIGITS_CONFIG), "--data-root", str(digits_closed_set_folder), f"run.output_dir={tmp_path}", f"run.name={loss_name}",
-        "data.protocol=closed_set", f"loss.name={loss_name}", "train.epochs=2", f"model.backbone={backbone}",
+        "data.protocol=closed_set", f"loss.name={loss_name}", "train.epochs=2", f"model.backbone={backbone}", f"eval.select_by={select_by}",
     )  # fmt: skip
     metrics = _metrics(tmp_path / loss_name)
+    validation = [r for r in RunFolder(tmp_path / loss_name).read_metrics_log() if r.get("split") == "val"]
+    assert len(validation) == 2 and all(0 <= r.get("classifier_accuracy", 0) <= 1 for r in validation)
+    assert ("classifier_accuracy" in validation[0]) == (loss_name != "triplet")
+    scores = [r[select_by] for r in validation]
+    assert metrics["epoch"] == scores.index(max(scores)), (select_by, scores)  # the first best epoch is tested
     # 10 classes: chance is 0.1; vMF uses its own means, other losses the means of a full pass.
     assert metrics["nearest_mean_accuracy"] > 0.5, metrics
     if loss_name == "triplet":  # no class weights: only the nearest mean of a full pass classifies

@@ -102,6 +102,11 @@ def test_image_folder_train_and_test_trees_closed_set_keeps_class_labels(tmp_pat
     assert splits.test_classes_are_train_classes
     assert sorted(set(splits.query.labels.tolist())) == [0, 1] and len(splits.train) == 6 and len(splits.val) == 2
     assert sorted(set(splits.val.labels.tolist())) == [0, 1]  # images of every class held out, not whole classes
+    # ... labelled as in training, so that a classifier can be scored on them (eval.select_by=classifier_accuracy)
+    assert splits.val_classes_are_train_classes
+    label_of = {Path(p).parent.name: label for p, label in zip(splits.train.images, splits.train.labels.tolist())}
+    assert all(label_of[Path(p).parent.name] == label for p, label in zip(splits.val.images, splits.val.labels.tolist()))
+    assert not _load("image_folder", tmp_path, protocol="class_disjoint", val_fraction=0.25, val_by="images").val_classes_are_train_classes
 
 
 def test_grayscale_and_rgba_images_load_as_rgb_with_transparency_on_white(tmp_path):

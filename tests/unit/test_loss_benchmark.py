@@ -55,3 +55,15 @@ def test_the_time_to_accuracy_curve_counts_every_epochs_training_seconds_but_not
         {"split": "test", "mean_average_precision_at_r": 0.5},
     ]
     assert validation_curve(log) == [(1, 22.5, 0.4), (2, 52.5, 0.6)]
+    accuracy_log = [{**r, "classifier_accuracy": 0.9} for r in log[1:3]]
+    assert validation_curve(accuracy_log, "classifier_accuracy") == [(1, 12.5, 0.9), (2, 42.5, 0.9)]
+
+
+def test_tuning_follows_the_runs_selection_metric_where_the_rows_record_one():
+    grid = parse_grid(["vmf.kappa=8,16"])
+    rows = [
+        {**_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.6"), "select_by": "classifier_accuracy", "best_val_score": "0.91"},
+        {**_row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.4"), "select_by": "classifier_accuracy", "best_val_score": "0.93"},
+    ]
+    assert winners(rows, grid) == {"vmf": 16.0}  # by accuracy, though kappa 8 has the better MAP@R
+    assert winners([{k: v for k, v in r.items() if k != "best_val_score"} for r in rows], grid) == {"vmf": 8.0}  # older rows

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from pml_vmf import VMFLoss
 from pml_vmf.models import create_embedding_model
@@ -177,6 +178,38 @@ def test_classification_predictions_come_from_each_loss_own_weights():
     assert predict_with_loss(build_training_loss("triplet", 4, 8).loss, embeddings) is None
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.protocol=class_disjoint"], "needs data.protocol=closed_set"),
+        (["data.val_by=classes"], "val_by classes"),
+        (["loss.name=triplet"], "triplet has no class weights"),
+    ],
+)
+def test_selecting_by_classifier_accuracy_where_it_cannot_be_measured_is_refused(overrides, message, tmp_path):
+    from accelerate import Accelerator
+
+    from pml_vmf.training.builders import build_loss, build_splits
+    from pml_vmf.training.evaluator import RunEvaluator
+
+    for split in ("train", "test"):
+        for name in ("ant", "bee", "cat"):
+            for n in range(4):
+                (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8)).save(tmp_path / split / name / f"{n}.png")
+    base = ["data.dataset=image_folder", f"data.root={tmp_path}", "data.protocol=closed_set", "data.val_fraction=0.25", "eval.select_by=classifier_accuracy"]
+    accelerator = Accelerator(cpu=True)
+    for extra, refused in (([], False), (overrides, True)):
+        config = load_config(None, [*base, *extra])
+        splits = build_splits(config)
+        evaluator = RunEvaluator(config, accelerator, None, splits, {}, num_classes=3)
+        if refused:
+            with pytest.raises(ConfigError, match=message):
+                evaluator.check_select_by(build_loss(config, 3, accelerator).loss)
+        else:  # the closed set validated by images, with vMF: measurable
+            evaluator.check_select_by(build_loss(config, 3, accelerator).loss)
+
+
 def test_weights_of_another_implementation_are_renamed_by_position():
     import timm
 
@@ -309,6 +342,8 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["data.image_size=0"], "data.image_size must be an integer of at least 1"),
         (["train.epochs=-1"], "train.epochs must be an integer of at least 0"),
         (["train.max_steps_per_epoch=0"], "train.max_steps_per_epoch must be at least 1"),
+        (["eval.select_by=map_at_r"], "eval.select_by picks the tested checkpoint by a validation metric: one of precision_at_1"),
+        (["eval.select_by=recall_at_16"], "recall_at_8, classifier_accuracy"),
     ],
 )
 def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(overrides, message):
