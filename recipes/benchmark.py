@@ -6,8 +6,9 @@ in --tune first trains once per candidate value with the first seed (``--tune de
 hyper-parameter at its default and one step either side), and the value with the best validation score (the
 config's eval.select_by, MAP@R by default; held-out training data, never the test data) is used for every seed. The network before training (train.epochs=0) is
 evaluated first, the same way, as the table's first row; a loss that does not clear it is flagged. Writes DIR/runs.csv (one row per run),
-DIR/summary.md (mean ± std per loss, the tuned values) and DIR/plots/ (among them time_to_accuracy.png: the
-validation score against cumulative training seconds). A rerun skips finished runs. Config overrides
+DIR/summary.md (mean ± std per loss, the tuned values), DIR/validation_curves.csv (every run's validation score per
+epoch, with cumulative training seconds) and DIR/plots/ (among them time_to_accuracy.png: the validation score against
+cumulative training seconds). A rerun skips finished runs. Config overrides
 for every run go after --set.
 
     accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
@@ -28,6 +29,7 @@ from accelerate import PartialState
 from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # recipes/, beside this script
 from loss_benchmark import (
     final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table, validation_curve,
+    validation_curve_rows,
 )  # fmt: skip
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows
@@ -86,6 +88,7 @@ def main(argv: list) -> int:
         curves = {}
         for row in final:
             curves.setdefault(row["loss"], []).append(validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), select_by))
+        write_rows(args.out / "validation_curves.csv", validation_curve_rows(rows, runs_dir, select_by))
         plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3], select_by)
         plot_time_to_accuracy(curves, args.out / "plots" / "time_to_accuracy.png", select_by)
         plot_tuning_curves(rows, grid, args.out / "plots")

@@ -139,6 +139,22 @@ def validation_curve(log: Sequence[dict], metric: str = VALIDATION_METRIC) -> li
     return curve
 
 
+def validation_curve_rows(rows: Sequence[dict], runs_dir: Path, metric: str = VALIDATION_METRIC) -> list:
+    """Every trained run's :func:`validation_curve` as CSV rows (``name``, ``loss``, ``seed``, ``phase``, ``epoch``,
+    ``train_seconds`` cumulative, ``metric``, ``value``): the benchmark's ``validation_curves.csv``, committed beside
+    ``runs.csv`` while the run folders (checkpoints) are not."""
+    out = []
+    for row in rows:
+        if row.get("phase") == "baseline":
+            continue
+        for epoch, seconds, value in validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), metric):
+            out.append({
+                "name": row["name"], "loss": row["loss"], "seed": row["seed"], "phase": row["phase"], "epoch": epoch,
+                "train_seconds": seconds, "metric": metric, "value": value,
+            })  # fmt: skip
+    return out
+
+
 def best_validation_score(row: dict) -> str:
     """A row's best validation score by its run's ``eval.select_by`` (rows written before that column: MAP@R)."""
     return row.get("best_val_score") or row.get("best_val_map_at_r", "")

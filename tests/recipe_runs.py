@@ -1,8 +1,10 @@
 """Helpers that run recipes/train.py on the digits image folder with a tiny timm backbone."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from tests.multiprocess import child_environment
 
@@ -25,3 +27,12 @@ def run_script(script: Path, *args: str, expect_success: bool = True, timeout: f
 def run_train_script(*args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python recipes/train.py ARGS``; see :func:`run_script`."""
     return run_script(TRAIN_SCRIPT, *args, expect_success=expect_success, timeout=timeout)
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of benchmarks/ or recipes/ imported as a module (they are not a package), to call its functions and
+    ``main(argv)`` in this process."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = sys.modules[path.stem] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

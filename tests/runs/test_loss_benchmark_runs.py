@@ -6,7 +6,7 @@ import pytest
 from loss_benchmark import parse_grid, winners  # recipes/, on sys.path (conftest)
 
 from tests.multiprocess import accelerate_launch
-from tests.recipe_runs import DIGITS_CONFIG, REPO, run_script
+from tests.recipe_runs import DIGITS_CONFIG, REPO, load_script, run_script
 
 BENCHMARK = REPO / "recipes" / "benchmark.py"
 
@@ -33,8 +33,15 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
     summary = (tmp_path / "bench" / "summary.md").read_text()
     assert "| untrained network (train.epochs=0) |" in summary.splitlines()[2]
     assert "| vmf" in summary and "| kappa=" in summary and "| default | 1 |" in summary
-    for plot in ("headline_metrics.png", "validation_map_at_r.png", "tuning_vmf_kappa.png"):
+    for plot in ("headline_metrics.png", "validation_map_at_r.png", "tuning_vmf_kappa.png", "time_to_accuracy.png"):
         assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
+    with open(tmp_path / "bench" / "validation_curves.csv") as f:
+        curves = list(csv.DictReader(f))  # one validated epoch per trained run, the final copy of the winner included
+    assert [c["name"] for c in curves] == [r["name"] for r in rows[1:]] and {c["metric"] for c in curves} == {"mean_average_precision_at_r"}
+    assert [float(c["value"]) for c in curves] == [float(r["best_val_map_at_r"]) for r in rows[1:]]
+    time_to_accuracy = load_script(REPO / "benchmarks" / "time_to_accuracy.py")
+    assert time_to_accuracy.main([str(tmp_path / "bench"), "--out", str(tmp_path / "race.png")]) == 0
+    assert (tmp_path / "race.png").stat().st_size > 0
     before = (tmp_path / "bench" / "runs.csv").read_text()
     folders = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()}
     run_script(BENCHMARK, *args)  # one process this time: nothing is left to run

@@ -1,17 +1,13 @@
-"""benchmarks/paired_seeds.py: two settings' per-seed differences, their mean and Student-t interval."""
+"""benchmarks/paired_seeds.py and benchmarks/time_to_accuracy.py: comparing settings seed by seed, in accuracy and in time."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from pml_vmf.files import write_rows
+from tests.recipe_runs import REPO, load_script
 
-_SPEC = importlib.util.spec_from_file_location("paired_seeds", Path(__file__).resolve().parents[2] / "benchmarks" / "paired_seeds.py")
-paired_seeds = sys.modules["paired_seeds"] = importlib.util.module_from_spec(_SPEC)  # a script, not a package module
-_SPEC.loader.exec_module(paired_seeds)
+paired_seeds = load_script(REPO / "benchmarks" / "paired_seeds.py")
 
 
 def test_the_interval_is_students_t_on_the_per_seed_differences():
@@ -45,3 +41,27 @@ def test_the_cli_pairs_two_losses_of_one_csv_and_names_what_is_wrong(tmp_path, c
     ):
         assert paired_seeds.main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_time_to_accuracy_races_every_setting_to_the_best_ones_validation_score_seed_by_seed(tmp_path, capsys):
+    time_to_accuracy = load_script(REPO / "benchmarks" / "time_to_accuracy.py")
+    # vMF: fast epochs, best 0.70 at 300 s (seed 0); multi-similarity: best 0.72 at 400 s, and 0.69 where vMF has 0.70
+    curves = {"vmf": {0: [(0, 100, 0.60), (1, 200, 0.69), (2, 300, 0.70)], 1: [(0, 100, 0.65), (1, 200, 0.74)]},
+              "multi_similarity": {0: [(0, 150, 0.55), (1, 400, 0.72)], 1: [(0, 150, 0.70), (1, 300, 0.71)]}}  # fmt: skip
+    for loss, per_seed in curves.items():
+        folder = tmp_path / loss
+        finals = [{"name": f"{loss}-seed{s}", "phase": "final", "loss": loss, "seed": s, "mean_average_precision_at_r": 0.5,
+                   "seconds_per_epoch": 100} for s in per_seed]  # fmt: skip
+        write_rows(folder / "runs.csv", [{**finals[0], "name": "tune", "phase": "tune"}, *finals])
+        write_rows(folder / "validation_curves.csv", [
+            {"name": f"{loss}-seed{s}", "loss": loss, "seed": s, "epoch": e, "train_seconds": t, "metric": "mean_average_precision_at_r", "value": v}
+            for s, curve in per_seed.items() for e, t, v in curve
+        ])  # fmt: skip
+    argv = [str(tmp_path / "vmf"), str(tmp_path / "multi_similarity"), "--out", str(tmp_path / "race.png")]
+    assert time_to_accuracy.main([*argv, "--target", "multi_similarity"]) == 0
+    out = capsys.readouterr().out
+    assert "| vmf | 2 | 2, 1 | 0.500 ± 0.000 | 0.720 ± 0.028 | 250 | 100.0 |" in out
+    assert "| vmf | never | 200 |" in out and "| multi_similarity | 400 | 300 |" in out
+    assert (tmp_path / "race.png").stat().st_size > 0
+    assert time_to_accuracy.main([*argv, "--target", "arcface"]) == 2 and "not one of the settings" in capsys.readouterr().err
+    assert time_to_accuracy.main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2 and "no finished final runs" in capsys.readouterr().err
