@@ -28,14 +28,12 @@ from accelerate import PartialState
 
 from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # recipes/, beside this script
 from loss_benchmark import (
-    final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table, validation_curve,
-    validation_curve_rows,
+    final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table, validation_curve_rows,
 )  # fmt: skip
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows
 from pml_vmf.training import LOSSES, ConfigError, TrainingInterrupted, load_config
 from pml_vmf.training.builders import multiprocess_without_cuda
-from pml_vmf.training.run_folder import RunFolder
 
 
 def main(argv: list) -> int:
@@ -85,10 +83,12 @@ def main(argv: list) -> int:
     if final:
         atomic_write_text(args.out / "summary.md", summary_table(rows, grid))
         select_by = load_config(args.config, overrides).eval.select_by
+        curve_rows = validation_curve_rows(rows, runs_dir, select_by)  # each run's log read once
+        write_rows(args.out / "validation_curves.csv", curve_rows)
         curves = {}
         for row in final:
-            curves.setdefault(row["loss"], []).append(validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), select_by))
-        write_rows(args.out / "validation_curves.csv", validation_curve_rows(rows, runs_dir, select_by))
+            points = [(c["epoch"], c["train_seconds"], c["value"]) for c in curve_rows if c["name"] == row["name"]]
+            curves.setdefault(row["loss"], []).append(points)
         plot_benchmark(final, curves, args.out / "plots", headline_metrics(final)[:3], select_by)
         plot_time_to_accuracy(curves, args.out / "plots" / "time_to_accuracy.png", select_by)
         plot_tuning_curves(rows, grid, args.out / "plots")

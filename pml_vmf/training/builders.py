@@ -13,8 +13,8 @@ from accelerate import Accelerator
 from ..data import DecodedImageCache, ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
 from ..models import EmbeddingModel, create_embedding_model
 from ..sharding import ClassShard
-from .evaluator import CLASSIFIER_ACCURACY
 from .config import ConfigError, RecipeConfig
+from .evaluator import CLASSIFIER_ACCURACY
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
 from .mean_schedule import check_mean_settings, uses_miner_for_means
