@@ -2,10 +2,12 @@
 
 Each loss is best run in its own benchmark folder when it needs its own settings (vMF without the head warm-up, the
 proxy losses with it), so the comparison spans folders. This reads the ``final`` runs of every folder given
-(recipes/benchmark.py ``--out``: its ``runs.csv`` and ``validation_curves.csv``), and prints per setting its best epoch, test metric, best validation score and the
-training seconds to reach it; then, per seed, the training seconds each setting needs to reach the **target**
-setting's best validation score of the same seed (the target: ``--target``, default the other setting with the best
-mean validation score), and writes one figure of validation score against cumulative training seconds, every run.
+(recipes/benchmark.py ``--out``: its ``runs.csv`` and ``validation_curves.csv``), and prints per setting its best
+epoch, test metric, best validation score and the training seconds to reach it; then, per seed, the training seconds
+and epochs each setting needs to reach the **target** setting's best validation score of the same seed (the target:
+``--target``, default the setting with the best mean validation score), and writes one figure of validation score
+against cumulative training seconds, every run. Seconds compare only runs made side by side; epochs compare across
+sessions, at the seconds per epoch measured side by side (benchmarks/mean_step_cost.py).
 
     python benchmarks/time_to_accuracy.py benchmarks/results/emoji_convergence/{vmf,multi_similarity,triplet} \\
         --out benchmarks/results/emoji_convergence/time_to_accuracy.png
@@ -80,9 +82,10 @@ def load_settings(folders: Sequence[Path]) -> tuple:
     return settings, metrics.pop()
 
 
-def seconds_to_reach(curve: Sequence[tuple], score: float) -> Optional[float]:
-    """The cumulative training seconds at the first validation of ``curve`` at or above ``score``; None if never."""
-    return next((seconds for _, seconds, value in curve if value >= score), None)
+def first_reaching(curve: Sequence[tuple], score: float) -> Optional[tuple]:
+    """``(epochs trained, cumulative training seconds)`` at the first validation of ``curve`` at or above ``score``;
+    None if never."""
+    return next(((epoch + 1, seconds) for epoch, seconds, value in curve if value >= score), None)
 
 
 def summary(settings: Sequence[Setting], metric: str, target: Optional[str] = None, test_metric: str = VALIDATION_METRIC) -> str:
@@ -104,13 +107,15 @@ def summary(settings: Sequence[Setting], metric: str, target: Optional[str] = No
     if target not in by_label:
         raise ValueError(f"--target {target!r} is not one of the settings: {', '.join(by_label)}.")
     goal = by_label[target]
-    lines += ["", f"Training seconds to reach {target}'s best validation {metric} of the same seed (never: not reached):", ""]
+    # Epochs as well as seconds: the epoch count does not drift with the machine's load, so settings run in different
+    # sessions still compare (at the seconds per epoch measured side by side, benchmarks/mean_step_cost.py).
+    lines += ["", f"Training seconds (and epochs) to reach {target}'s best validation {metric} of the same seed (never: not reached):", ""]
     lines += ["| setting | " + " | ".join(f"seed {seed}" for seed in sorted(goal.curves)) + " |", "|" + "---|" * (len(goal.curves) + 1)]
     for s in settings:
         cells = []
         for seed in sorted(goal.curves):
-            reached = seconds_to_reach(s.curves[seed], goal.best(seed)[2]) if seed in s.curves else None
-            cells.append("" if seed not in s.curves else ("never" if reached is None else f"{reached:.0f}"))
+            reached = first_reaching(s.curves[seed], goal.best(seed)[2]) if seed in s.curves else None
+            cells.append("" if seed not in s.curves else ("never" if reached is None else f"{reached[1]:.0f} ({reached[0]} ep)"))
         lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

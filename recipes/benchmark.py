@@ -83,8 +83,9 @@ def main(argv: list) -> int:
     if final:
         atomic_write_text(args.out / "summary.md", summary_table(rows, grid))
         select_by = load_config(args.config, overrides).eval.select_by
-        curve_rows = validation_curve_rows(rows, runs_dir, select_by)  # each run's log read once
-        write_rows(args.out / "validation_curves.csv", curve_rows)
+        curves_csv = args.out / "validation_curves.csv"
+        curve_rows = validation_curve_rows(rows, runs_dir, select_by, previous=read_rows(curves_csv))  # each run's log read once
+        write_rows(curves_csv, curve_rows)
         curves = {}
         for row in final:
             points = [(c["epoch"], c["train_seconds"], c["value"]) for c in curve_rows if c["name"] == row["name"]]

@@ -139,15 +139,25 @@ def validation_curve(log: Sequence[dict], metric: str = VALIDATION_METRIC) -> li
     return curve
 
 
-def validation_curve_rows(rows: Sequence[dict], runs_dir: Path, metric: str = VALIDATION_METRIC) -> list:
+def validation_curve_rows(rows: Sequence[dict], runs_dir: Path, metric: str = VALIDATION_METRIC, previous: Sequence[dict] = ()) -> list:
     """Every trained run's :func:`validation_curve` as CSV rows (``name``, ``loss``, ``seed``, ``phase``, ``epoch``,
     ``train_seconds`` cumulative, ``metric``, ``value``): the benchmark's ``validation_curves.csv``, committed beside
-    ``runs.csv`` while the run folders (checkpoints) are not."""
+    ``runs.csv`` while the run folders (checkpoints) are not.
+
+    Args:
+        previous: the rows of the ``validation_curves.csv`` already written. A run whose folder has no log (a
+            benchmark continued in a fresh clone, where only the committed CSVs are) keeps its rows from there.
+    """
     out = []
     for row in rows:
         if row.get("phase") == "baseline":
             continue
-        for epoch, seconds, value in validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), metric):
+        curve = validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), metric)
+        if not curve:
+            kept = [r for r in previous if r["name"] == row["name"]]
+            out += [dict(r, epoch=int(r["epoch"]), train_seconds=float(r["train_seconds"]), value=float(r["value"])) for r in kept]
+            continue
+        for epoch, seconds, value in curve:
             out.append({
                 "name": row["name"], "loss": row["loss"], "seed": row["seed"], "phase": row["phase"], "epoch": epoch,
                 "train_seconds": seconds, "metric": metric, "value": value,

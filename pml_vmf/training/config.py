@@ -68,7 +68,8 @@ class LossConfig:
     # null) | full_pass (exact means from a pass over the training set after each epoch; no miner)
     mean_update: str = "miner"
     # vmf with mean_update=miner: a full pass after every this many epochs replaces the miner's means (the miner's
-    # epoch sums in between cost nothing; a pass embeds the training set once more); null: no pass after epochs
+    # epoch sums in between cost nothing; a pass embeds the training set once more); null: no pass after epochs.
+    # Other losses ignore it, as they ignore mean_update.
     full_pass_every: Optional[int] = None
     init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
     # vmf: after every step, move the means of the batch's classes towards its embeddings with this momentum
@@ -88,6 +89,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     scheduler: str = "cosine"  # cosine | constant
     head_warmup_epochs: int = 0  # train only the embedding head (and loss parameters) for this many epochs
+    # per loss name, its own head_warmup_epochs, e.g. {vmf: 0}: one config gives each loss its published recipe (vMF's
+    # means come from the pretrained features, so no random class vectors need a warm-up; proxy losses keep theirs)
+    head_warmup_by_loss: dict = field(default_factory=dict)
 
 
 @dataclass

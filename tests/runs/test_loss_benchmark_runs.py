@@ -1,6 +1,7 @@
 """recipes/benchmark.py and the raw-pixel baseline end to end on a tiny config, and the benchmark's resume."""
 
 import csv
+import shutil
 
 import pytest
 from loss_benchmark import parse_grid, winners  # recipes/, on sys.path (conftest)
@@ -47,6 +48,11 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
     run_script(BENCHMARK, *args)  # one process this time: nothing is left to run
     assert (tmp_path / "bench" / "runs.csv").read_text() == before
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").iterdir()} == folders
+    # continued in a fresh clone (the committed CSVs, no run folders): the finished runs keep their curves
+    shutil.rmtree(tmp_path / "bench" / "runs")
+    run_script(BENCHMARK, *args)
+    with open(tmp_path / "bench" / "validation_curves.csv") as f:
+        assert list(csv.DictReader(f)) == curves
 
 
 def test_raw_pixel_baseline_scores_flattened_images_with_the_recipe_evaluation(digits_folder, digits_closed_set_folder, tmp_path):

@@ -61,7 +61,7 @@ def test_time_to_accuracy_races_every_setting_to_the_best_ones_validation_score_
     assert time_to_accuracy.main([*argv, "--target", "multi_similarity"]) == 0
     out = capsys.readouterr().out
     assert "| vmf | 2 | 2, 1 | 0.500 ± 0.000 | 0.720 ± 0.028 | 250 | 100.0 |" in out
-    assert "| vmf | never | 200 |" in out and "| multi_similarity | 400 | 300 |" in out
+    assert "| vmf | never | 200 (2 ep) |" in out and "| multi_similarity | 400 (2 ep) | 300 (2 ep) |" in out
     assert (tmp_path / "race.png").stat().st_size > 0
     assert time_to_accuracy.main([*argv, "--target", "arcface"]) == 2 and "not one of the settings" in capsys.readouterr().err
     assert time_to_accuracy.main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2 and "no finished final runs" in capsys.readouterr().err

@@ -154,6 +154,21 @@ def test_head_warmup_holds_the_backbone_learning_rate_at_zero_then_follows_the_c
     assert head(0) == 1.0 and head(100) == pytest.approx(0.0)
 
 
+def test_each_loss_gets_its_own_head_warmup_from_one_config():
+    from pml_vmf.training.builders import head_warmup_epochs
+
+    overrides = ["optim.head_warmup_epochs=1", "optim.head_warmup_by_loss.vmf=0"]
+    assert [head_warmup_epochs(load_config(None, [*overrides, f"loss.name={name}"])) for name in ("vmf", "triplet")] == [0, 1]
+    assert head_warmup_epochs(load_config(None, ["optim.head_warmup_epochs=2"])) == 2
+    # the scheduler reads it: the backbone's learning rate at the first step is 0 only for the loss that warms up
+    from pml_vmf.training.builders import build_scheduler
+
+    for name, backbone_lr in (("vmf", 1.0), ("triplet", 0.0)):
+        optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]} for _ in range(2)], lr=1.0)
+        build_scheduler(load_config(None, [*overrides, f"loss.name={name}"]), optimizer, steps_per_epoch=10)
+        assert [group["lr"] for group in optimizer.param_groups] == [backbone_lr, 1.0]
+
+
 def test_small_cnn_is_a_timm_model_with_four_convolutions():
     import timm
 
@@ -273,7 +288,11 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
     from pml_vmf.class_means import ClassMeanEstimate
     from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
 
-    config = load_config(None, ["loss.name=triplet"])
+    from pml_vmf.training.builders import check_config
+
+    # vMF's settings in a config that trains several losses (emoji_pretrained.yaml) leave another loss alone
+    config = load_config(None, ["loss.name=triplet", "loss.full_pass_every=8"])
+    check_config(config)
     triplet = build_mean_schedule(config, build_training_loss("triplet", 2, 4), None, None)
     assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch(0) == {}
     passes = []
@@ -330,11 +349,12 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
     [
         (["loss.full_pass_every=0"], "loss.full_pass_every is a number of epochs, at least 1"),
         (["loss.full_pass_every=2", "loss.mean_update=full_pass"], "already passes after every epoch"),
-        (["loss.full_pass_every=2", "loss.name=triplet"], "triplet has none"),
         (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
+        (["optim.head_warmup_by_loss.vfm=0"], "optim.head_warmup_by_loss is keyed by loss name"),
+        (["optim.head_warmup_by_loss.vmf=-1"], "optim.head_warmup_by_loss.vmf is a number of epochs, at least 0; got -1"),
         (["train.early_stopping_patience=0"], "at least 1"),
         (["train.early_stopping_patience=true"], "early_stopping_patience is a number of epochs"),
         (["train.batch_size=-4"], "train.batch_size must be an integer of at least 1, got -4"),
