@@ -68,8 +68,8 @@ def main(argv: list) -> int:
             if not todo:
                 break
             row = run_one(args.config, overrides, todo[0], runs_dir)
-            if row:  # only the main process gets a row
-                write_rows(csv_path, [*rows, row])
+            if row:  # only the main process gets a row; read again: another benchmark may share the folder
+                write_rows(csv_path, [*read_rows(csv_path), row])
             state.wait_for_everyone()
         state.destroy_process_group()
     except TrainingInterrupted as stop:  # preempted: rerun the same command to continue where it stopped
