@@ -63,19 +63,10 @@ def check_config(c: RecipeConfig) -> None:
             f"eval.select_by picks the tested checkpoint by a validation metric: one of {', '.join(selectable)} "
             f"(eval.metrics, Recall@K of eval.recall_at, or the loss's own classifier on a closed set); got {c.eval.select_by!r}."
         )
-    for key, by_loss in (("loss.params", c.loss.params), ("loss.miner_params", c.loss.miner_params), ("optim.head_warmup_by_loss", c.optim.head_warmup_by_loss)):
+    for key, by_loss in (("loss.params", c.loss.params), ("loss.miner_params", c.loss.miner_params), ("by_loss", c.by_loss)):
         unknown = [loss for loss in by_loss if loss not in LOSSES]
         if unknown:
             raise ConfigError(f"{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one.")
-    for loss, epochs in c.optim.head_warmup_by_loss.items():
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ConfigError(f"optim.head_warmup_by_loss.{loss} is a number of epochs, at least 0; got {epochs!r}.")
-
-
-def head_warmup_epochs(c: RecipeConfig) -> int:
-    """The epochs of head warm-up for the config's loss: its entry in ``optim.head_warmup_by_loss``, else
-    ``optim.head_warmup_epochs``."""
-    return c.optim.head_warmup_by_loss.get(c.loss.name, c.optim.head_warmup_epochs)
 
 
 def build_accelerator(c: RecipeConfig) -> Accelerator:
@@ -199,7 +190,7 @@ def build_scheduler(c: RecipeConfig, optimizer: torch.optim.Optimizer, steps_per
         lr_lambdas(
             len(optimizer.param_groups),
             c.train.epochs * steps_per_epoch,
-            head_warmup_epochs(c) * steps_per_epoch,
+            c.optim.head_warmup_epochs * steps_per_epoch,
             c.optim.scheduler == "cosine",
         ),
     )

@@ -89,9 +89,6 @@ class OptimConfig:
     weight_decay: float = 1e-4
     scheduler: str = "cosine"  # cosine | constant
     head_warmup_epochs: int = 0  # train only the embedding head (and loss parameters) for this many epochs
-    # per loss name, its own head_warmup_epochs, e.g. {vmf: 0}: one config gives each loss its published recipe (vMF's
-    # means come from the pretrained features, so no random class vectors need a warm-up; proxy losses keep theirs)
-    head_warmup_by_loss: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +126,10 @@ class RecipeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # per loss name, the settings of that loss's runs over the rest of the config, in the config's own keys, e.g.
+    # {vmf: {optim.head_warmup_epochs: 0, model.global_pool: avgmax}}: one config gives each loss the recipe its
+    # authors publish. load_config resolves it (command-line overrides still win); save_config writes the result.
+    by_loss: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -220,8 +221,42 @@ def _first_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _dotted_keys(tree: dict, prefix: str = "") -> list:
+    """The keys of a nested mapping, dotted: ``{"model": {"global_pool": ...}}`` gives ``["model.global_pool"]``."""
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys += _dotted_keys(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
+    return keys
+
+
+def _resolve_by_loss(config: RecipeConfig, overrides: list) -> None:
+    """Applies ``config.by_loss[config.loss.name]``, then ``overrides`` again so that the command line wins.
+
+    Every loss's entry is checked on a scratch config first, so that a misspelt key fails every run, not only the
+    runs of that loss.
+    """
+    for name, entry in config.by_loss.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"by_loss.{name} holds config keys for {name}'s runs, e.g. {{optim.head_warmup_epochs: 0}}; got {entry!r}.")
+        circular = [key for key in _dotted_keys(entry) if key == "loss.name" or key.startswith("by_loss")]
+        if circular:
+            raise ConfigError(f"by_loss.{name} sets {', '.join(circular)}: an entry says how {name}'s runs train; it cannot choose the loss or other entries.")
+        try:
+            _apply(RecipeConfig(), entry)
+        except ConfigError as error:
+            raise ConfigError(f"by_loss.{name}: {error}") from None
+    entry = config.by_loss.get(config.loss.name)
+    if entry:
+        _apply(config, entry)
+        for key, value in overrides:
+            if not key.startswith("by_loss."):
+                _set(config, key, value)
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Reads a recipe config: the defaults, then the YAML file, then ``key=value`` overrides, in that order.
+    """Reads a recipe config: the defaults, then the YAML file, then the file's ``by_loss`` entry for the run's loss,
+    then ``key=value`` overrides, in that order.
 
     Args:
         path: a YAML file whose sections and keys are those of :class:`RecipeConfig`; None for the defaults.
@@ -231,7 +266,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         The resolved config.
 
     Raises:
-        ConfigError: for a key that does not exist (the message lists the valid ones) or a malformed override.
+        ConfigError: for a key that does not exist (the message lists the valid ones, also inside ``by_loss``) or a
+            malformed override.
         FileNotFoundError: when ``path`` does not exist.
     """
     config = RecipeConfig()
@@ -246,11 +282,16 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if not isinstance(tree, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
         _apply(config, tree)
-    for text in overrides:
-        _set(config, *parse_override(text))
+    parsed = [parse_override(text) for text in overrides]
+    for key, value in parsed:
+        _set(config, key, value)
+    _resolve_by_loss(config, parsed)
     return config
 
 
 def save_config(config: RecipeConfig, path: str | Path) -> None:
-    """Writes the resolved config as YAML, readable again by :func:`load_config`."""
-    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Writes the resolved config as YAML, readable again by :func:`load_config`. ``by_loss`` is left out: its
+    entry is already in the values, and read again it would undo a command-line override of one of them."""
+    tree = config.to_dict()
+    tree["by_loss"] = {}
+    atomic_write_text(Path(path), yaml.safe_dump(tree, sort_keys=False))

@@ -1,5 +1,6 @@
 """Recipe configs, the loss registry and the timm model: every shipped config loads, bad input is a clear error."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_every_protocol_has_a_shipped_config():
 def test_shipped_configs_load_and_round_trip(path, tmp_path):
     config = load_config(path)
     save_config(config, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml") == config
+    assert load_config(tmp_path / "config.yaml") == dataclasses.replace(config, by_loss={})  # resolved: by_loss applied
     assert config.loss.name in LOSSES
     if config.model.pretrained:
         assert "." in config.model.backbone, "pin the timm weight tag of pretrained backbones"
@@ -154,18 +155,29 @@ def test_head_warmup_holds_the_backbone_learning_rate_at_zero_then_follows_the_c
     assert head(0) == 1.0 and head(100) == pytest.approx(0.0)
 
 
-def test_each_loss_gets_its_own_head_warmup_from_one_config():
-    from pml_vmf.training.builders import head_warmup_epochs
-
-    overrides = ["optim.head_warmup_epochs=1", "optim.head_warmup_by_loss.vmf=0"]
-    assert [head_warmup_epochs(load_config(None, [*overrides, f"loss.name={name}"])) for name in ("vmf", "triplet")] == [0, 1]
-    assert head_warmup_epochs(load_config(None, ["optim.head_warmup_epochs=2"])) == 2
-    # the scheduler reads it: the backbone's learning rate at the first step is 0 only for the loss that warms up
+def test_each_loss_gets_its_own_settings_from_one_config(tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text(
+        "optim: {head_warmup_epochs: 1}\n"
+        "by_loss:\n  vmf: {optim.head_warmup_epochs: 0, model: {global_pool: avgmax, feature_layernorm: true}}\n"
+    )
+    vmf, triplet = (load_config(path, [f"loss.name={name}"]) for name in ("vmf", "triplet"))
+    assert (vmf.optim.head_warmup_epochs, vmf.model.global_pool, vmf.model.feature_layernorm) == (0, "avgmax", True)
+    assert (triplet.optim.head_warmup_epochs, triplet.model.global_pool, triplet.model.feature_layernorm) == (1, None, False)
+    # the command line wins over the entry, and can edit the entry itself
+    assert load_config(path, ["model.global_pool=max"]).model.global_pool == "max"
+    assert load_config(path, ["by_loss.vmf.model.global_pool=avg"]).model.global_pool == "avg"
+    assert load_config(path, ["by_loss.triplet.optim.head_warmup_epochs=3", "loss.name=triplet"]).optim.head_warmup_epochs == 3
+    # the saved config holds the resolved values without the entry, which read again would undo the override
+    save_config(load_config(path, ["model.global_pool=max"]), tmp_path / "saved.yaml")
+    saved = load_config(tmp_path / "saved.yaml")
+    assert (saved.model.global_pool, saved.optim.head_warmup_epochs, saved.by_loss) == ("max", 0, {})
+    # the scheduler reads the resolved warm-up: the backbone's first learning rate is 0 only for the loss that warms up
     from pml_vmf.training.builders import build_scheduler
 
-    for name, backbone_lr in (("vmf", 1.0), ("triplet", 0.0)):
+    for config, backbone_lr in ((vmf, 1.0), (triplet, 0.0)):
         optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]} for _ in range(2)], lr=1.0)
-        build_scheduler(load_config(None, [*overrides, f"loss.name={name}"]), optimizer, steps_per_epoch=10)
+        build_scheduler(config, optimizer, steps_per_epoch=10)
         assert [group["lr"] for group in optimizer.param_groups] == [backbone_lr, 1.0]
 
 
@@ -353,8 +365,12 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
-        (["optim.head_warmup_by_loss.vfm=0"], "optim.head_warmup_by_loss is keyed by loss name"),
-        (["optim.head_warmup_by_loss.vmf=-1"], "optim.head_warmup_by_loss.vmf is a number of epochs, at least 0; got -1"),
+        (["by_loss.vfm.optim.head_warmup_epochs=0"], "by_loss is keyed by loss name"),
+        (["by_loss.vmf.optim.head_warmup_epochs=-1"], "optim.head_warmup_epochs must be an integer of at least 0, got -1"),
+        (["by_loss.triplet.model.global_poll=avg"], "by_loss.triplet: Unknown config key 'model.global_poll'"),
+        (["by_loss.triplet.train.epochs=many"], "by_loss.triplet: Config key 'train.epochs' takes an? int"),
+        (["by_loss.vmf.loss.name=triplet"], "by_loss.vmf sets loss.name"),
+        (["by_loss.vmf=3"], "by_loss.vmf holds config keys for vmf's runs"),
         (["train.early_stopping_patience=0"], "at least 1"),
         (["train.early_stopping_patience=true"], "early_stopping_patience is a number of epochs"),
         (["train.batch_size=-4"], "train.batch_size must be an integer of at least 1, got -4"),
