@@ -56,6 +56,7 @@ def main(argv: list) -> int:
         grid = parse_grid(args.tune, args.losses)
         overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
         csv_path, runs_dir = args.out / "runs.csv", args.out / "runs"
+        select_by = load_config(args.config, overrides).eval.select_by
         state = PartialState(cpu=multiprocess_without_cuda())
         while True:
             rows = read_rows(csv_path)
@@ -70,6 +71,7 @@ def main(argv: list) -> int:
             row = run_one(args.config, overrides, todo[0], runs_dir)
             if row:  # only the main process gets a row; read again: another benchmark may share the folder
                 write_rows(csv_path, [*read_rows(csv_path), row])
+                write_validation_curves(args.out, read_rows(csv_path), select_by)  # kept if a later run is stopped
             state.wait_for_everyone()
         state.destroy_process_group()
     except TrainingInterrupted as stop:  # preempted: rerun the same command to continue where it stopped
@@ -82,10 +84,7 @@ def main(argv: list) -> int:
     final = final_rows(rows, grid)
     if final:
         atomic_write_text(args.out / "summary.md", summary_table(rows, grid))
-        select_by = load_config(args.config, overrides).eval.select_by
-        curves_csv = args.out / "validation_curves.csv"
-        curve_rows = validation_curve_rows(rows, runs_dir, select_by, previous=read_rows(curves_csv))  # each run's log read once
-        write_rows(curves_csv, curve_rows)
+        curve_rows = write_validation_curves(args.out, rows, select_by)
         curves = {}
         for row in final:
             points = [(c["epoch"], c["train_seconds"], c["value"]) for c in curve_rows if c["name"] == row["name"]]
@@ -95,6 +94,14 @@ def main(argv: list) -> int:
         plot_tuning_curves(rows, grid, args.out / "plots")
         print((args.out / "summary.md").read_text())
     return 0
+
+
+def write_validation_curves(out: Path, rows: list, select_by: str) -> list:
+    """Writes ``out/validation_curves.csv`` from the finished runs' logs (each read once) and returns its rows."""
+    curves_csv = out / "validation_curves.csv"
+    curve_rows = validation_curve_rows(rows, out / "runs", select_by, previous=read_rows(curves_csv))
+    write_rows(curves_csv, curve_rows)
+    return curve_rows
 
 
 if __name__ == "__main__":

@@ -67,3 +67,31 @@ def test_tuning_follows_the_runs_selection_metric_where_the_rows_record_one():
     ]
     assert winners(rows, grid) == {"vmf": 16.0}  # by accuracy, though kappa 8 has the better MAP@R
     assert winners([{k: v for k, v in r.items() if k != "best_val_score"} for r in rows], grid) == {"vmf": 8.0}  # older rows
+
+
+def test_a_stopped_benchmark_keeps_the_curves_of_the_runs_it_finished(tmp_path, monkeypatch):
+    """The curves are written after every finished run: the run folders are not committed, so a benchmark stopped
+    mid-way (the session's end) would otherwise leave its finished runs' curves nowhere."""
+    import json
+
+    from pml_vmf.files import read_rows
+    from pml_vmf.training import TrainingInterrupted
+    from tests.recipe_runs import DIGITS_CONFIG, REPO, load_script
+
+    benchmark = load_script(REPO / "recipes" / "benchmark.py")
+
+    def run_one(config_path, overrides, planned, runs_dir):
+        if planned.seed == 1:
+            raise TrainingInterrupted("Stopped at epoch 0, step 3 on SIGTERM.", None, 143)
+        (runs_dir / planned.name).mkdir(parents=True)
+        record = {"epoch": 0, "train_loss": 1.0, "train_seconds": 2.5, "split": "val", "mean_average_precision_at_r": 0.5}
+        (runs_dir / planned.name / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        return {"name": planned.name, "folder": planned.name, "phase": planned.phase, "loss": planned.loss, "seed": planned.seed}
+
+    monkeypatch.setattr(benchmark, "run_one", run_one)
+    out = tmp_path / "bench"
+    args = ["--config", str(DIGITS_CONFIG), "--out", str(out), "--losses", "vmf", "--seeds", "0", "1", "--no-baseline"]
+    assert benchmark.main(args) == 143
+    assert [r["name"] for r in read_rows(out / "runs.csv")] == ["vmf-seed0"]
+    curves = read_rows(out / "validation_curves.csv")
+    assert [(c["name"], c["epoch"], c["train_seconds"], c["value"]) for c in curves] == [("vmf-seed0", "0", "2.5", "0.5")]
