@@ -70,8 +70,9 @@ def main(argv: list) -> int:
                 break
             row = run_one(args.config, overrides, todo[0], runs_dir)
             if row:  # only the main process gets a row; read again: another benchmark may share the folder
-                write_rows(csv_path, [*read_rows(csv_path), row])
-                write_validation_curves(args.out, read_rows(csv_path), select_by)  # kept if a later run is stopped
+                finished = [*read_rows(csv_path), row]
+                write_rows(csv_path, finished)
+                write_validation_curves(args.out, finished, select_by)  # kept if a later run is stopped
             state.wait_for_everyone()
         state.destroy_process_group()
     except TrainingInterrupted as stop:  # preempted: rerun the same command to continue where it stopped
