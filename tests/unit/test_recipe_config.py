@@ -28,6 +28,21 @@ def test_shipped_configs_load_and_round_trip(path, tmp_path):
         assert "." in config.model.backbone, "pin the timm weight tag of pretrained backbones"
 
 
+@pytest.mark.parametrize("data_set", ["emoji", "glyphs"])
+@pytest.mark.parametrize("loss", ["vmf", "multi_similarity"])
+def test_the_convergence_recipe_is_the_8_epoch_protocol_plus_what_was_benchmarked(data_set, loss):
+    # BENCHMARKS.md's convergence rows ran the 8-epoch config with these keys: the shipped recipe must train the same
+    configs = CONFIGS[0].parent
+    benchmarked = ["train.epochs=30", "train.early_stopping_patience=3", "run.channels_last=true", "loss.mean_update=miner",
+                   "loss.full_pass_every=8", "loss.miner_params.vmf.update_every=null"]
+    if loss == "vmf":
+        benchmarked += ["optim.head_warmup_epochs=0", "model.global_pool=avgmax", "model.feature_layernorm=true"]
+    same_name = [f"loss.name={loss}", "run.name=run"]
+    recipe = load_config(configs / f"{data_set}_pretrained.yaml", same_name)
+    protocol = load_config(configs / f"{data_set}_pretrained_8ep.yaml", same_name + benchmarked)
+    assert dataclasses.replace(recipe, by_loss={}) == dataclasses.replace(protocol, by_loss={})
+
+
 def test_overrides_are_parsed_as_yaml_and_applied_last():
     config = load_config(CONFIGS[0], ["optim.lr=3e-4", "eval.recall_at=[1, 10]", "loss.params.vmf.kappa=8", "data.root=null"])
     assert config.optim.lr == 3e-4 and config.eval.recall_at == [1, 10] and config.data.root is None
