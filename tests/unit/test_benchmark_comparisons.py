@@ -1,4 +1,5 @@
-"""benchmarks/paired_seeds.py and benchmarks/time_to_accuracy.py: comparing settings seed by seed, in accuracy and in time."""
+"""benchmarks/paired_seeds.py, time_to_accuracy.py and mean_step_cost.py: comparing settings seed by seed, in accuracy
+and in time."""
 
 import math
 
@@ -8,6 +9,22 @@ from pml_vmf.files import write_rows
 from tests.recipe_runs import REPO, load_script
 
 paired_seeds = load_script(REPO / "benchmarks" / "paired_seeds.py")
+mean_step_cost = load_script(REPO / "benchmarks" / "mean_step_cost.py")
+
+
+@pytest.mark.parametrize("config", ["emoji_pretrained", "emoji_pretrained_8ep", "glyphs_pretrained", "glyphs_pretrained_8ep"])
+def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs_schedule(config):
+    from pml_vmf.training import load_config
+    from pml_vmf.training.builders import check_config
+
+    schedules = {}
+    for variant in ("multi_similarity", "vmf_full_pass", "vmf_miner", "vmf_every_8"):
+        loaded = load_config(REPO / "recipes" / "configs" / f"{config}.yaml", mean_step_cost.variant_overrides(variant))
+        check_config(loaded)  # a shipped config's own full_pass_every once made vmf_full_pass an error
+        schedules[variant] = (loaded.loss.name, loaded.loss.mean_update, loaded.loss.full_pass_every)
+    assert schedules["vmf_full_pass"] == ("vmf", "full_pass", None)
+    assert schedules["vmf_miner"] == ("vmf", "miner", None) and schedules["vmf_every_8"] == ("vmf", "miner", 8)
+    assert schedules["multi_similarity"][0] == "multi_similarity"
 
 
 def test_the_interval_is_students_t_on_the_per_seed_differences():
