@@ -36,7 +36,7 @@ from pml_vmf.training import RecipeRun, load_config
 # Each variant sets every mean-step key, so that it measures what its name says whatever the config's own schedule.
 VARIANTS = {
     "multi_similarity": ["loss.name=multi_similarity"],
-    "vmf_full_pass": ["loss.name=vmf", "loss.mean_update=full_pass", "loss.full_pass_every=null"],
+    "vmf_full_pass": ["loss.name=vmf", "loss.mean_update=full_pass", "loss.full_pass_every=null", "loss.miner_params.vmf=null"],
     "vmf_miner": ["loss.name=vmf", "loss.mean_update=miner", "loss.miner_params.vmf.update_every=null", "loss.full_pass_every=null"],
 }
 

@@ -40,6 +40,12 @@ def check_mean_settings(c: RecipeConfig) -> None:
                 "loss.full_pass_every adds full passes to the miner's per-epoch means; loss.mean_update=full_pass "
                 "already passes after every epoch. Set loss.mean_update=miner, or remove loss.full_pass_every."
             )
+    if c.loss.name == "vmf" and not uses_miner_for_means(c) and c.loss.miner_params.get("vmf"):
+        raise ConfigError(
+            f"loss.miner_params.vmf ({c.loss.miner_params['vmf']}) sets GlobalMeanMiner's schedule, but "
+            "loss.mean_update=full_pass sets vMF's means by full passes, without the miner. Remove it "
+            "(loss.miner_params.vmf=null), or set loss.mean_update=miner."
+        )
     if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
         raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
     if c.loss.mean_ema is not None and c.loss.name != "vmf":

@@ -33,8 +33,9 @@ def test_shipped_configs_load_and_round_trip(path, tmp_path):
 def test_the_convergence_recipe_is_the_8_epoch_protocol_plus_what_was_benchmarked(data_set, loss):
     # BENCHMARKS.md's convergence rows ran the 8-epoch config with these keys: the shipped recipe must train the same
     configs = CONFIGS[0].parent
-    benchmarked = ["train.epochs=30", "train.early_stopping_patience=3", "run.channels_last=true", "loss.mean_update=miner",
-                   "loss.full_pass_every=8", "loss.miner_params.vmf.update_every=null"]
+    patience = {"emoji": 3, "glyphs": "null"}[data_set]
+    benchmarked = ["train.epochs=30", f"train.early_stopping_patience={patience}", "run.channels_last=true",
+                   "loss.mean_update=miner", "loss.full_pass_every=8", "loss.miner_params.vmf.update_every=null"]
     if loss == "vmf":
         benchmarked += ["optim.head_warmup_epochs=0", "model.global_pool=avgmax", "model.feature_layernorm=true"]
     same_name = [f"loss.name={loss}", "run.name=run"]
@@ -377,6 +378,7 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["loss.full_pass_every=0"], "loss.full_pass_every is a number of epochs, at least 1"),
         (["loss.full_pass_every=2", "loss.mean_update=full_pass"], "already passes after every epoch"),
         (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
+        (["loss.mean_update=full_pass", "loss.miner_params.vmf.update_every=null"], r"Remove it \(loss.miner_params.vmf=null\)"),
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
