@@ -25,6 +25,11 @@ def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs
     assert schedules["vmf_full_pass"] == ("vmf", "full_pass", None)
     assert schedules["vmf_miner"] == ("vmf", "miner", None) and schedules["vmf_every_8"] == ("vmf", "miner", 8)
     assert schedules["multi_similarity"][0] == "multi_similarity"
+    vmf_mean_update = load_script(REPO / "benchmarks" / "vmf_mean_update.py")  # its twin: the schedules' accuracy
+    for variant, overrides in vmf_mean_update.VARIANTS.items():
+        loaded = load_config(REPO / "recipes" / "configs" / f"{config}.yaml", ["loss.name=vmf", *overrides])
+        check_config(loaded)
+        assert loaded.loss.full_pass_every is None, variant  # the config's own passes would blur the comparison
 
 
 def test_the_interval_is_students_t_on_the_per_seed_differences():
