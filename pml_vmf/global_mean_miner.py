@@ -210,6 +210,13 @@ class GlobalMeanMiner(BaseMiner):
             all_reduce_sum_(seed_sums)
         means[missing_classes] = F.normalize(seed_sums, dim=1)
 
+    def _apply(self, fn, recurse: bool = True):
+        # The running sums stay float32 under .half() / .to(dtype), like the loss's means; devices still move.
+        super()._apply(fn, recurse)
+        if self.class_sums.dtype != torch.float32:
+            self.class_sums = self.class_sums.float()
+        return self
+
     def _to_device(self, device: torch.device) -> None:
         self.loss._means_on(device)
         if self.class_sums.device != device:

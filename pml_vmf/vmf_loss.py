@@ -12,7 +12,8 @@ from .class_means import predict_nearest_mean
 from .sharding import (
     ClassShard, check_equal_batches, gather, gather_with_grad, sample_classes, sharded_cross_entropy, sharded_nearest_mean,
 )  # fmt: skip
-from .input_checks import check_batch, check_cosine_distance, check_kappa, check_label_range, check_num_classes_and_size
+from .input_checks import check_batch, check_cosine_distance, check_label_range, check_num_classes_and_size
+from .kappa import KappaSetting, adaptive_kappa, class_count_kappa, parse_kappa
 
 
 class VMFLoss(BaseMetricLossFunction):
@@ -29,18 +30,26 @@ class VMFLoss(BaseMetricLossFunction):
     first batch it appears in, before the loss sees that batch, so the drop-in loop trains from scratch.
 
     Logits and the log-softmax are computed in float32 even under fp16/bf16 autocast (float64 for float64
-    embeddings); the buffer itself is never cast.
+    embeddings); the buffers stay float32 whatever the module is cast to (``loss.half()`` moves them, never casts).
+
+    The kappa in use is in the ``state_dict`` (``kappa_value``, or ``log_kappa`` when learned), so a checkpoint
+    restores the value a run trained with, including an adapted one.
 
     Args:
         num_classes: number of training classes; labels must lie in ``[0, num_classes)``.
         embedding_size: width of the embeddings.
         kappa: the shared concentration, i.e. the inverse softmax temperature (``NormalizedSoftmaxLoss``'s
-            ``temperature = 1 / kappa``).
+            ``temperature = 1 / kappa``). ``"auto"`` (the default) sets it from the class count, AdaCos's fixed
+            scale ``sqrt(2) * ln(num_classes - 1)``, at least 2 (:func:`~pml_vmf.kappa.class_count_kappa`: 3.1 for
+            10 classes, 8.8 for 500); ``"adaptive"`` starts there and follows AdaCos's dynamic scale, recomputed
+            from each training batch (no gradient flows through it); a number fixes it.
         learn_kappa: make kappa a trainable scalar (stored as ``log_kappa``, so it stays positive), learned with the
             embedding by backprop, the learned temperature of Scott, Gallagher & Mozer (ICCV 2021); ``kappa`` is its
-            starting value. Give it its own learning rate and no weight decay (the recipe's ``optim.loss_lr``).
+            starting value (a number or ``"auto"``). Give it its own learning rate and no weight decay (the recipe's
+            ``optim.loss_lr``).
         margin: an additive cosine margin on the target logit while training, ``kappa * (cos_y - margin)`` (CosFace,
             Wang et al. 2018, here with data-estimated means). Predictions and :meth:`get_logits` have no margin.
+            0 (the default, the paper's loss) trained as well as 0.1 at the default kappa: BENCHMARKS.md.
         stale_means_warning_steps: warn once when the loss has run this many calls in a row with means that did
             not change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner). None
             never warns; raise it when you refresh the means less often on purpose.
@@ -55,7 +64,7 @@ class VMFLoss(BaseMetricLossFunction):
         **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
 
     Example:
-        >>> loss_func = VMFLoss(num_classes=100, embedding_size=128, kappa=16.0)
+        >>> loss_func = VMFLoss(num_classes=100, embedding_size=128)
         >>> miner = GlobalMeanMiner(loss_func)
         >>> loss = loss_func(embeddings, labels, miner(embeddings, labels))
     """
@@ -64,7 +73,7 @@ class VMFLoss(BaseMetricLossFunction):
         self,
         num_classes: int,
         embedding_size: int,
-        kappa: float = 16.0,
+        kappa: KappaSetting = "auto",
         *,
         learn_kappa: bool = False,
         margin: float = 0.0,
@@ -81,8 +90,18 @@ class VMFLoss(BaseMetricLossFunction):
         check_cosine_distance(self.distance)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
+        self.kappa_mode, value = parse_kappa(kappa)
+        if self.kappa_mode == "adaptive" and (learn_kappa or shard is not None or sample_rate < 1.0):
+            raise ValueError(
+                "kappa='adaptive' sets kappa from each full, unsharded batch: it cannot be combined with learn_kappa, "
+                "shard or sample_rate < 1. Use kappa='auto' (or a number) with those."
+            )
+        if value is None:
+            value = class_count_kappa(num_classes)  # a shard's num_classes is the global count
         self.log_kappa = torch.nn.Parameter(torch.tensor(0.0)) if learn_kappa else None
-        self.kappa = kappa
+        # The kappa in use, saved with the means; a fixed kappa is also kept as a Python float (no device read).
+        self.register_buffer("kappa_value", None if learn_kappa else torch.tensor(0.0))
+        self.kappa = value
         if not (math.isfinite(margin) and 0.0 <= margin < 1.0):
             raise ValueError(f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}.")
         self.margin = float(margin)
@@ -105,21 +124,48 @@ class VMFLoss(BaseMetricLossFunction):
 
     @property
     def kappa(self) -> float:
-        """The shared concentration (its current value when learned); must be finite and positive."""
-        return math.exp(self.log_kappa.item()) if self.learn_kappa else self._kappa
+        """The shared concentration now (learned or adapted: its current value); setting it takes a finite positive
+        number (an adaptive kappa then adapts from there)."""
+        if self.learn_kappa:
+            return math.exp(self.log_kappa.item())
+        return self.kappa_value.item() if self.kappa_mode == "adaptive" else self._kappa
 
     @kappa.setter
     def kappa(self, value: float) -> None:
-        value = check_kappa(value)
-        if self.learn_kappa:
-            with torch.no_grad():
+        mode, value = parse_kappa(value)
+        if mode != "fixed":
+            raise ValueError(f"Set kappa to a number; {mode!r} is chosen when the loss is built (VMFLoss(kappa={mode!r})).")
+        with torch.no_grad():
+            if self.learn_kappa:
                 self.log_kappa.fill_(math.log(value))
-        else:
-            self._kappa = value
+            else:
+                self.kappa_value.fill_(value)
+                self._kappa = value
 
     def _kappa_for(self, dtype: torch.dtype, device: torch.device) -> "torch.Tensor | float":
-        # A learned kappa stays a tensor so the logits carry its gradient; a fixed one stays a Python float.
-        return self.log_kappa.to(device, dtype).exp() if self.learn_kappa else self._kappa
+        # A learned kappa stays a tensor so the logits carry its gradient, an adaptive one so that reading it never
+        # waits on the device; a fixed one is a Python float.
+        if self.learn_kappa:
+            return self.log_kappa.to(device, dtype).exp()
+        return self.kappa_value.to(device, dtype) if self.kappa_mode == "adaptive" else self._kappa
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        key = prefix + "kappa_value"
+        if not self.learn_kappa and key not in state_dict:
+            state_dict[key] = self.kappa_value.clone()  # a checkpoint of a version that did not save kappa
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not self.learn_kappa:
+            self._kappa = self.kappa_value.item()
+
+    def _apply(self, fn, recurse: bool = True):
+        # .half() / .to(dtype) cast every floating buffer; the means and kappa are estimates kept in float32 (PML's
+        # own losses lose precision this way). Devices still move.
+        super()._apply(fn, recurse)
+        for name in ("means", "kappa_value"):
+            buffer = getattr(self, name)
+            if buffer is not None and buffer.dtype != torch.float32:
+                setattr(self, name, buffer.float())
+        return self
 
     def get_default_distance(self) -> CosineSimilarity:
         return CosineSimilarity()
@@ -135,10 +181,17 @@ class VMFLoss(BaseMetricLossFunction):
         c_f.labels_required(labels)
         c_f.ref_not_supported(embeddings, labels, ref_emb, ref_labels)
         labels = check_batch(embeddings, labels, self.num_classes, self.embedding_size)
+        if embeddings.shape[0] == 0 and self.shard is None:
+            return self.zero_losses()  # as PML's losses do: a zero that backpropagates, not the NaN mean of nothing
+        weights, non_finite = None, ~torch.isfinite(embeddings).all(dim=1)
+        if indices_tuple is not None:
+            weights = lmu.convert_to_weights(indices_tuple, labels, dtype=embeddings.dtype)
+            # Samples the miner left out (a NaN row) enter as zeros: neither their loss nor their gradient is NaN.
+            embeddings = torch.where(weights[:, None] > 0, embeddings, 0.0)
         if self.shard is not None:
             check_label_range(labels, self.num_classes)
             self._watch_for_stale_means()
-            return self._element_losses(self._sharded_losses(embeddings, labels), labels, indices_tuple, embeddings)
+            return self._element_losses(self._sharded_losses(embeddings, labels), weights, embeddings)
         rows = targets = None
         if self._samples_classes:
             check_label_range(labels, self.num_classes)  # before the labels index anything
@@ -148,7 +201,6 @@ class VMFLoss(BaseMetricLossFunction):
         logits, mean_norms = self._logits_and_mean_norms(embeddings, rows)
         targets = labels.clamp(0, self.num_classes - 1) if targets is None else targets
         target_has_no_mean = mean_norms[targets] == 0
-        non_finite = ~torch.isfinite(embeddings).all(dim=1)
         num_without_mean, num_non_finite_without_mean = check_label_range(
             labels, self.num_classes, target_has_no_mean.sum(), (target_has_no_mean & non_finite).sum()
         )
@@ -157,21 +209,31 @@ class VMFLoss(BaseMetricLossFunction):
         if num_without_mean:
             self._raise_missing_means(labels[target_has_no_mean])
         self._watch_for_stale_means()
+        if self.kappa_mode == "adaptive" and self.training and torch.is_grad_enabled():
+            logits = self._adapt_kappa(logits, targets, mean_norms > 0)
         if self.margin:
             # kappa * (cos_y - m) on the target: subtracting kappa * m there is exact (logit = kappa * cos).
             kappa = self._kappa_for(logits.dtype, logits.device)
             logits = logits - F.one_hot(targets, logits.shape[1]).to(logits.dtype) * (kappa * self.margin)
-        return self._element_losses(F.cross_entropy(logits, targets, reduction="none"), labels, indices_tuple, embeddings)
+        return self._element_losses(F.cross_entropy(logits, targets, reduction="none"), weights, embeddings)
+
+    def _adapt_kappa(self, logits: torch.Tensor, targets: torch.Tensor, has_mean: torch.Tensor) -> torch.Tensor:
+        """AdaCos's step: the new kappa from this batch's logits at the old one, and the logits at the new one."""
+        old = self.kappa_value.to(logits.device, logits.dtype, copy=True)  # the buffer is overwritten below
+        cosines = torch.where(has_mean, logits.detach() / old, 0.0)
+        new = adaptive_kappa(cosines, targets, has_mean, old).to(logits.dtype)
+        self.kappa_value.copy_(new)
+        return logits * (new / old)  # -inf stays -inf: the ratio is positive
 
     @property
     def _samples_classes(self) -> bool:
         return self.sample_rate < 1.0 and self.training
 
     @staticmethod
-    def _element_losses(losses: torch.Tensor, labels: torch.Tensor, indices_tuple: Optional[tuple], embeddings: torch.Tensor) -> dict:
-        """PML's loss dict of per-sample losses, weighted by the miner's selection."""
-        if indices_tuple is not None:
-            losses = losses * lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
+    def _element_losses(losses: torch.Tensor, weights: Optional[torch.Tensor], embeddings: torch.Tensor) -> dict:
+        """PML's loss dict of per-sample losses, weighted by the miner's selection (``weights``, or None: all)."""
+        if weights is not None:
+            losses = losses * weights.to(losses.dtype)
         return {"loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}}
 
     def _sharded_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ class LossSpec:
 
 
 LOSSES: dict = {
-    "vmf": LossSpec(VMFLoss, {"kappa": 16.0}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
+    "vmf": LossSpec(VMFLoss, {"kappa": "auto"}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
     "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, miner_follows=("margin",)),
     "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, miner_follows=("pos_margin", "neg_margin")),
     "multi_similarity": LossSpec(losses.MultiSimilarityLoss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}, miners.MultiSimilarityMiner, {"epsilon": 0.1}),

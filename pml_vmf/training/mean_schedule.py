@@ -148,8 +148,7 @@ class VMFMeanSchedule(MeanSchedule):
         else:
             record = self.last_full_pass.summary() if self.last_full_pass is not None else {}
         record["vmf/full_pass"] = float(passes)
-        if self.vmf.learn_kappa:
-            record["vmf/kappa"] = self.vmf.kappa
+        record["vmf/kappa"] = self.vmf.kappa  # fixed, from the class count, adapted or learned: the value in use
         return record
 
     def set_means(self, means: torch.Tensor) -> None:
