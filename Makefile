@@ -22,6 +22,7 @@ APT_PACKAGE := dataset-fashion-mnist
 DEMO_RUN := demo-$(shell date +%Y%m%d-%H%M%S)
 
 fashion-mnist:
+	@test -d $(FASHION_MNIST) || echo "Installing Debian's $(APT_PACKAGE) (31 MB) into $(FASHION_MNIST) with apt-get: the demo's data."
 	@test -d $(FASHION_MNIST) \
 	  || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q $(APT_PACKAGE) || { apt-get update -q && apt-get install -y -q $(APT_PACKAGE); }; } >/dev/null 2>&1; } \
 	  || sudo -n sh -c "apt-get update -q && apt-get install -y -q $(APT_PACKAGE)" >/dev/null 2>&1 \

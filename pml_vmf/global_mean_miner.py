@@ -3,6 +3,7 @@
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from .class_means import ClassMeanEstimate, estimate_class_means
@@ -27,7 +28,9 @@ class GlobalMeanMiner(BaseMiner):
     on the same batch. Means that are already there are never overwritten except by :meth:`update_means`.
 
     Under ``torch.distributed`` every process must call the miner the same number of times (as in DDP training):
-    seeding and updates all-reduce, so ``loss.means`` stays identical on every process.
+    seeding and updates all-reduce, so ``loss.means`` stays identical on every process. It needs no
+    ``DistributedMinerWrapper``; wrapped in one (with the loss in ``DistributedLossWrapper``), it sees the gathered
+    global batch on every process and counts it once.
 
     Args:
         loss: the ``VMFLoss`` whose ``means`` this miner writes. It is not registered as a submodule: the means live
@@ -93,8 +96,11 @@ class GlobalMeanMiner(BaseMiner):
         self.num_skipped_non_finite = num_non_finite
         embeddings, labels, kept = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "GlobalMeanMiner")
         units = F.normalize(embeddings.float(), dim=1)
-        self.class_sums.index_add_(0, labels, units)
-        self.class_counts.index_add_(0, labels, torch.ones_like(labels))
+        if not (is_distributed() and _same_batch_on_every_process(units) and dist.get_rank() != 0):
+            # Every process adds its own samples, except when PML's DistributedMinerWrapper handed each the same
+            # gathered batch: then only the first adds it, so the all-reduced counts are not the world size times.
+            self.class_sums.index_add_(0, labels, units.detach())
+            self.class_counts.index_add_(0, labels, torch.ones_like(labels))
         if self.seed_missing_means and (num_without_mean or is_distributed()):
             self._seed_missing_means(units, labels, sample_has_no_mean[kept])
         self.calls_since_update += 1
@@ -222,3 +228,13 @@ class GlobalMeanMiner(BaseMiner):
         if self.class_sums.device != device:
             self.class_sums = self.class_sums.to(device)
             self.class_counts = self.class_counts.to(device)
+
+
+def _same_batch_on_every_process(units: torch.Tensor) -> bool:
+    """Whether every process holds the same batch (PML's ``DistributedMinerWrapper`` gathers the global batch onto
+    each): one all-reduce of its size and checksum."""
+    checksum = units.detach().double().sum() if units.numel() else units.new_zeros((), dtype=torch.float64)
+    stats = torch.stack([torch.tensor(float(units.shape[0]), dtype=torch.float64, device=units.device), checksum])
+    bounds = torch.cat([stats, -stats])
+    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
+    return bool((bounds[:2] == -bounds[2:]).all())

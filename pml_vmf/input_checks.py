@@ -16,17 +16,6 @@ def check_num_classes_and_size(num_classes: int, embedding_size: int) -> None:
         raise ValueError(f"embedding_size must be a positive integer, got {embedding_size!r}.")
 
 
-def check_kappa(kappa: float) -> float:
-    """Returns ``kappa`` as a float, rejecting values that are not finite and positive."""
-    try:
-        value = float(kappa)
-    except (TypeError, ValueError):
-        raise ValueError(f"kappa must be a positive number, got {kappa!r}.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"kappa must be finite and > 0 (typical values 5 to 64), got {kappa!r}.")
-    return value
-
-
 def check_cosine_distance(distance: BaseDistance) -> None:
     """Rejects any PML distance that does not compute a cosine similarity.
 

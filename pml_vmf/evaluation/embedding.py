@@ -29,7 +29,9 @@ def embed_dataset(
     Returns:
         ``(embeddings, labels, indices)`` in float32 on the CPU, the same on every process, sorted by dataset index.
     """
-    was_training = model.training
+    # Restore each module's own mode afterwards: a wrapper built for this call (in training mode, as new modules
+    # are) must not switch the network it wraps into training mode.
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     parts: dict = {"embeddings": [], "labels": [], "indices": []}
     try:
@@ -46,7 +48,8 @@ def embed_dataset(
             parts["labels"].append(labels.cpu())
             parts["indices"].append(indices.cpu())
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     indices = torch.cat(parts["indices"])
     order = torch.argsort(indices)
     return torch.cat(parts["embeddings"])[order], torch.cat(parts["labels"])[order], indices[order]

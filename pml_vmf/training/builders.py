@@ -106,15 +106,21 @@ def build_model(c: RecipeConfig) -> EmbeddingModel:
     return model.to(memory_format=torch.channels_last) if c.run.channels_last else model
 
 
-def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator) -> MPerClassBatchSampler:
-    return MPerClassBatchSampler(
-        labels,
-        c.train.batch_size,
-        c.train.samples_per_class,
-        seed=c.run.seed,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-    )
+def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator, held_out_classes: int = 0) -> MPerClassBatchSampler:
+    """The class-balanced batch sampler of the training split; ``held_out_classes``: how many classes the
+    validation split took, named in the error when too few classes are left for one batch."""
+    try:
+        return MPerClassBatchSampler(
+            labels, c.train.batch_size, c.train.samples_per_class, seed=c.run.seed, rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+        )  # fmt: skip
+    except ValueError as error:
+        if not held_out_classes or "needs" not in str(error):
+            raise
+        raise ValueError(
+            f"{error} ({held_out_classes} other classes are held out for validation: data.val_fraction="
+            f"{c.data.val_fraction:g} by classes; lower it, or validate by images with data.val_by=images.)"
+        ) from None
 
 
 def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *, cache: bool = False, **kwargs) -> torch.utils.data.DataLoader:

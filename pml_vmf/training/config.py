@@ -135,6 +135,29 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
 
+# The names of pml_vmf.training.LOSSES, readable without importing torch (a script's --help); a test keeps them equal.
+LOSS_NAMES = (
+    "vmf", "triplet", "contrastive", "multi_similarity", "circle", "supcon", "proxy_anchor", "proxy_nca",
+    "normalized_softmax", "arcface", "cosface", "softmax", "soft_triple",
+)  # fmt: skip
+
+
+def describe_keys(section: Any = None, prefix: str = "") -> "list[str]":
+    """One line per config key, ``data.image_size  int = 224``: its type and default, for ``--help``."""
+    section = RecipeConfig() if section is None else section
+    lines = []
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += describe_keys(value, f"{prefix}{f.name}.")
+            continue
+        kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
+        name = " or ".join(k.__name__ for k in kinds) + (" or null" if type(None) in typing.get_args(hints[f.name]) else "")
+        lines.append(f"{prefix}{f.name}  {name} = {'null' if value is None else repr(value)}")
+    return lines
+
+
 def _valid_keys(section: Any, prefix: str = "") -> list:
     keys = []
     for f in dataclasses.fields(section):

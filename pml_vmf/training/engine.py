@@ -76,7 +76,9 @@ class RecipeRun:
             model.backbone, c.data.image_size, train_scale=tuple(c.data.train_scale), hflip=c.data.hflip,
             color_jitter=c.data.color_jitter, mean=c.data.mean, std=c.data.std,
         )  # fmt: skip
-        self.sampler = build_sampler(c, self.splits.train.labels, self.accelerator)
+        val = self.splits.val
+        held_out = 0 if val is None or self.splits.val_classes_are_train_classes else len(set(val.labels.tolist()))
+        self.sampler = build_sampler(c, self.splits.train.labels, self.accelerator, held_out_classes=held_out)
         self.train_loader = build_loader(c, self.splits.train, train_transform, batch_sampler=self.sampler)
         self.loss = build_loss(c, num_classes, self.accelerator)
         optimizer = build_optimizer(c, model, self.loss)

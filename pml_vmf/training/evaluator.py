@@ -50,17 +50,24 @@ class RunEvaluator:
     def embed(self, name: str) -> tuple:
         """``(embeddings, labels, dataset indices)`` of split ``name``, every sample once, on every process."""
         return embed_dataset(
-            self.model, self.loaders[name], device=self.device, gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast
-        )
+            self.model, self._with_progress(name, f"embedding the {name} split"), device=self.device,
+            gather=self.accelerator.gather_for_metrics, autocast=self.accelerator.autocast,
+        )  # fmt: skip
 
     def training_set_means(self, shard: Optional[ClassShard] = None) -> ClassMeanEstimate:
         """The class means (and their spread) of one pass over the training set: eval transforms, every sample once;
         with ``shard``, of its classes only."""
         with self.accelerator.autocast():
             return compute_class_means(
-                self.model, self.loaders["train"], self.num_classes, device=self.device, gather=self.accelerator.gather_for_metrics,
-                shard=shard,
+                self.model, self._with_progress("train", "vMF class means: a full pass over the training set"), self.num_classes,
+                device=self.device, gather=self.accelerator.gather_for_metrics, shard=shard,
             )  # fmt: skip
+
+    def _with_progress(self, name: str, phase: str):
+        """The loader of split ``name`` behind a progress bar that names the phase, on the main process only."""
+        from tqdm.auto import tqdm
+
+        return tqdm(self.loaders[name], desc=phase, leave=False, disable=not self.accelerator.is_local_main_process)
 
     def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:
         """Retrieval metrics of one split, computed on the main process and returned there (``{}`` elsewhere)."""

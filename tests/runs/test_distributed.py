@@ -71,3 +71,19 @@ def test_two_process_full_pass_counts_every_sample_once(data_and_results, way):
         estimate = result[way]
         assert estimate.counts.sum() == 101 and torch.equal(estimate.counts, expected.counts), f"rank {rank}"
         torch.testing.assert_close(estimate.means, expected.means, rtol=0, atol=1e-6, msg=f"{way}, rank {rank}")
+
+
+@pytest.mark.multiprocess
+def test_pml_distributed_wrappers_count_once_or_fail_in_one_line(tmp_path):
+    """Wrapped in both of PML's wrappers, the miner counts the global batch once and the means and losses equal the
+    unwrapped run's; the miner wrapped alone fails with a message that says what to wrap."""
+    accelerate_launch(Path(__file__).resolve().parents[1] / "workers" / "pml_wrappers.py", "--out", str(tmp_path))
+    for rank in range(2):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        plain, both = results["none"], results["both"]
+        assert plain["counts"].tolist() == [12, 12, 12, 12]  # 3 global batches of 16 over 4 classes
+        assert both["counts"].tolist() == plain["counts"].tolist()
+        torch.testing.assert_close(both["means"], plain["means"])
+        # PML's loss wrapper returns the world size times the global batch's mean; unwrapped, each process's own mean.
+        assert "error" not in both and len(both["losses"]) == 3
+        assert "Wrap neither" in results["miner"]["error"] and "DistributedMinerWrapper" in results["miner"]["error"]

@@ -27,6 +27,7 @@ def exported(uninterrupted_run, digits_folder, tmp_path_factory):
         EXPORT, "--run", str(uninterrupted_run), "--out", str(out), "--check-images", str(digits_folder / "7"),
         "--format", "safetensors", "torchscript", "onnx",
     )  # fmt: skip
+    assert "deprecated" not in completed.stderr, completed.stderr  # torch.jit's notices are not the user's to act on
     return out, completed.stdout
 
 

@@ -79,3 +79,18 @@ def test_the_embedders_network_plugs_into_pmls_inference_model():
     images = torch.randn(6, 3, 32, 32)
     inference = InferenceModel(trunk=embedder.model, normalize_embeddings=True)
     torch.testing.assert_close(inference.get_embeddings(images), embedder.embed_tensor(images), atol=1e-6, rtol=0)
+
+
+def test_embedding_a_folder_leaves_the_model_in_eval_mode(tmp_path):
+    """The folder's embeddings and later single images run BatchNorm in eval mode: an image is its own best match."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    transform = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
+    embedder = Embedder(create_embedding_model("test_resnet", 8), EmbedderConfig("test_resnet", 8, transform))
+    for i in range(3):
+        Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy()).save(tmp_path / f"{i}.png")
+    gallery, paths = embedder.embed_folder(tmp_path, progress=False)
+    assert not any(module.training for module in embedder.model.modules())
+    single = embedder.embed_images([paths[0]])  # one image: BatchNorm in training mode would fail or differ
+    torch.testing.assert_close(single[0], gallery[0], atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""VMFLoss's kappa settings: the class count's scale, AdaCos's dynamic scale, and kappa saved with the means."""
+"""VMFLoss's kappa settings: the class count's scale, a number, and kappa saved with the means; the default margin."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pml_vmf import GlobalMeanMiner, VMFLoss
-from pml_vmf.kappa import MIN_AUTO_KAPPA, adaptive_kappa, class_count_kappa
+from pml_vmf.kappa import MIN_AUTO_KAPPA, class_count_kappa
 
 NUM_CLASSES, EMBEDDING_SIZE = 10, 16
 
@@ -30,20 +30,13 @@ def test_auto_of_a_shard_uses_every_class():
     assert VMFLoss(500, 4, shard=shard).kappa == pytest.approx(class_count_kappa(500))
 
 
-@pytest.mark.parametrize("bad", ["fast", -1.0, 0.0, float("nan"), float("inf"), None, True])
+@pytest.mark.parametrize("bad", ["adaptive", -1.0, 0.0, float("nan"), float("inf"), None, True])
 def test_a_bad_kappa_is_one_clear_error(bad):
     with pytest.raises(ValueError, match="kappa must be"):
         VMFLoss(NUM_CLASSES, 4, kappa=bad)
 
 
-def test_adaptive_cannot_be_learned_or_sharded():
-    with pytest.raises(ValueError, match="cannot be combined with learn_kappa"):
-        VMFLoss(NUM_CLASSES, 4, kappa="adaptive", learn_kappa=True)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        VMFLoss(NUM_CLASSES, 4, kappa="adaptive", sample_rate=0.5)
-
-
-@pytest.mark.parametrize("kappa", [8.0, "auto", "adaptive"])
+@pytest.mark.parametrize("kappa", [8.0, "auto"])
 def test_kappa_travels_in_the_state_dict(kappa):
     source = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=kappa)
     source.kappa = 5.5
@@ -69,7 +62,7 @@ def test_a_learned_kappa_is_its_parameter_in_the_state_dict():
 
 def test_setting_kappa_to_a_mode_after_construction_is_refused():
     with pytest.raises(ValueError, match="Set kappa to a number"):
-        VMFLoss(NUM_CLASSES, 4).kappa = "adaptive"
+        VMFLoss(NUM_CLASSES, 4).kappa = "auto"
 
 
 def _batch(device, n=64, seed=0):
@@ -78,46 +71,6 @@ def _batch(device, n=64, seed=0):
     labels = torch.arange(n) % NUM_CLASSES
     embeddings = means[labels] + 0.6 * torch.randn(n, EMBEDDING_SIZE, generator=generator)
     return means.to(device), embeddings.to(device), labels.to(device)
-
-
-def test_adaptive_follows_adacos_formula(device):
-    means, embeddings, labels = _batch(device)
-    loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa="adaptive").to(device)
-    loss.means.copy_(means)
-    old = loss.kappa
-    cosines = F.normalize(embeddings, dim=1) @ means.T
-    others = torch.ones_like(cosines, dtype=torch.bool)
-    others[torch.arange(len(labels)), labels] = False
-    b_avg = torch.exp(old * cosines)[others].sum() / len(labels)
-    theta_med = torch.arccos(cosines[torch.arange(len(labels)), labels]).median()
-    expected = (torch.log(b_avg) / torch.cos(theta_med.clamp(max=math.pi / 4))).clamp(MIN_AUTO_KAPPA, 64.0)
-    x = embeddings.clone().requires_grad_(True)
-    value = loss(x, labels)
-    # The median from a 4096-bin histogram: within half a bin of the exact one.
-    assert loss.kappa == pytest.approx(expected.item(), rel=2e-3)
-    # The batch's loss is computed at the new kappa, and no gradient reaches kappa.
-    reference = F.cross_entropy(loss.kappa * F.normalize(embeddings, dim=1) @ means.T, labels)
-    assert value.item() == pytest.approx(reference.item(), rel=1e-4)
-    value.backward()
-    assert torch.isfinite(x.grad).all() and not loss.kappa_value.requires_grad
-
-
-def test_adaptive_does_not_move_outside_training(device):
-    means, embeddings, labels = _batch(device)
-    loss = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa="adaptive").to(device)
-    loss.means.copy_(means)
-    start = loss.kappa
-    with torch.no_grad():
-        loss(embeddings, labels)
-    loss.eval()
-    loss(embeddings.clone().requires_grad_(True), labels)
-    assert loss.kappa == start
-
-
-def test_adaptive_kappa_is_clamped_when_the_other_classes_weigh_little():
-    cosines = torch.tensor([[1.0, -1.0], [1.0, -1.0]])  # two classes, far apart: B_avg < 1, log negative
-    new = adaptive_kappa(cosines, torch.tensor([0, 0]), torch.tensor([True, True]), torch.tensor(3.0))
-    assert new.item() == MIN_AUTO_KAPPA
 
 
 def test_half_keeps_the_means_and_kappa_in_float32(device):
@@ -152,3 +105,16 @@ def test_a_nan_row_the_miner_drops_leaves_loss_and_gradients_finite(device):
         value = loss(x, labels, miner(x, labels))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(x.grad).all() and x.grad[3].abs().sum() == 0
+
+
+def test_the_default_margin_is_the_cosine_margin_and_zero_is_the_papers_loss(device):
+    means, embeddings, labels = _batch(device)
+    default = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).to(device)
+    paper = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, margin=0).to(device)
+    default.means.copy_(means)
+    paper.means.copy_(means)
+    cosines = F.normalize(embeddings, dim=1) @ means.T
+    kappa = class_count_kappa(NUM_CLASSES)
+    assert default.margin == 0.1
+    assert default(embeddings, labels).item() == pytest.approx(F.cross_entropy(kappa * (cosines - 0.1 * F.one_hot(labels, NUM_CLASSES)), labels).item(), rel=1e-5)
+    assert paper(embeddings, labels).item() == pytest.approx(F.cross_entropy(kappa * cosines, labels).item(), rel=1e-5)

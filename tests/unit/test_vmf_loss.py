@@ -17,7 +17,7 @@ def _normalized_softmax_twin(kappa: float, dtype: torch.dtype, device: torch.dev
     The means buffer is float32 by contract, so W is taken float32-representable for the float64 comparison.
     """
     reference = losses.NormalizedSoftmaxLoss(NUM_CLASSES, EMBEDDING_SIZE, temperature=1 / kappa, **kwargs).to(device)
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=kappa, **kwargs).to(device)
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=kappa, margin=0.0, **kwargs).to(device)  # the paper's loss
     vmf.means.copy_(F.normalize(reference.W.detach(), dim=0).t())
     reference.W.data = vmf.means.t().to(dtype)
     return reference, vmf
@@ -73,7 +73,7 @@ def test_equals_normalized_softmax_loss_with_any_reducer_and_miner_output(reduce
 
 
 def test_matches_hand_written_cross_entropy(device):
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=10.0).to(device)
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=10.0, margin=0.0).to(device)
     vmf.means.copy_(F.normalize(torch.randn(NUM_CLASSES, EMBEDDING_SIZE, device=device), dim=1))
     embeddings, labels = _batch(torch.float32, device)
     logits = 10.0 * F.normalize(embeddings, dim=1) @ vmf.means.t()
@@ -83,7 +83,7 @@ def test_matches_hand_written_cross_entropy(device):
 
 
 def test_gradcheck_and_means_get_no_gradient(device):
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=8.0).to(device)
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=8.0, margin=0.0).to(device)
     vmf.means.copy_(F.normalize(torch.randn(NUM_CLASSES, EMBEDDING_SIZE, device=device), dim=1))
     means_before = vmf.means.clone()
     embeddings, labels = _batch(torch.float64, device)
@@ -107,7 +107,7 @@ def test_means_buffer_is_persistent_float32_and_follows_device(device):
 
 
 def test_class_without_mean_is_left_out_of_the_softmax(device):
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=16.0).to(device)
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, kappa=16.0, margin=0.0).to(device)
     vmf.means[:3] = F.normalize(torch.randn(3, EMBEDDING_SIZE, device=device), dim=1)
     embeddings = torch.randn(5, EMBEDDING_SIZE, device=device)
     labels = torch.tensor([0, 1, 2, 0, 1], device=device)
