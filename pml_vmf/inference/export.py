@@ -9,12 +9,14 @@ from typing import Sequence
 import torch
 
 from ..files import make_readable, staged_folder
-from ..models import write_model_files
+from ..models import CONFIG_FILE, MEANS_FILE, WEIGHTS_FILE, write_model_files
 from .embedder import Embedder, UnitEmbeddings, load_embedder
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
+# What an export folder holds (embedder.json first: it marks one); --overwrite replaces only such a folder.
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE, MEANS_FILE, TORCHSCRIPT_FILE, ONNX_FILE)
 
 
 class ExportCheckError(ValueError):
@@ -61,7 +63,7 @@ def export_embedder(
     if unknown:
         raise ValueError(f"Unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)}.")
     network = UnitEmbeddings(embedder.model.cpu()).eval()
-    with staged_folder(Path(folder), overwrite=overwrite, what="export") as staging, torch.no_grad():
+    with staged_folder(Path(folder), overwrite=overwrite, what="export", owned_names=EXPORT_FILES) as staging, torch.no_grad():
         write_model_files(staging, embedder.model, embedder.config, embedder.class_means)
         eager = network(check_batch)
         differences = {"safetensors": (load_embedder(staging).embed_tensor(check_batch) - eager).abs().max().item()}

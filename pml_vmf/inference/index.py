@@ -17,6 +17,7 @@ from ..files import staged_folder
 INDEX_FILE = "index.faiss"
 PATHS_FILE = "paths.json"
 META_FILE = "index.json"
+INDEX_FOLDER_FILES = (META_FILE, INDEX_FILE, PATHS_FILE)  # index.json first: it marks an index folder
 KINDS = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
 
@@ -106,7 +107,7 @@ class EmbeddingIndex:
         if self._index is None:
             raise ValueError("The index is empty: add embeddings before saving it.")
         settings = dict(dim=self.dim, kind=self.kind, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_search=self.ef_search)
-        with staged_folder(Path(folder), overwrite=overwrite, what="index") as staging:
+        with staged_folder(Path(folder), overwrite=overwrite, what="index", owned_names=INDEX_FOLDER_FILES) as staging:
             faiss.write_index(self._index, str(staging / INDEX_FILE))
             (staging / PATHS_FILE).write_text(json.dumps(self.paths))
             record = {"format_version": FORMAT_VERSION, **settings, "size": len(self), **meta}

@@ -89,7 +89,7 @@ def save_model_folder(
     Raises:
         FileExistsError: when ``folder`` exists and ``overwrite`` is false.
     """
-    with staged_folder(folder, overwrite=overwrite, what="model") as tmp:
+    with staged_folder(folder, overwrite=overwrite, what="model", owned_names=(CONFIG_FILE, WEIGHTS_FILE, MEANS_FILE)) as tmp:
         write_model_files(tmp, model, config, class_means)
     return Path(folder)
 

@@ -104,9 +104,12 @@ class CheckpointKeeper:
         found = [p for p in self.folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
         return sorted(found, key=lambda p: (p.name[:10], p.name[10:] == "", p.name), reverse=True)
 
-    def save(self, name: str, is_best: bool) -> Path:
+    def save(self, name: str, is_best: bool, best_name: Optional[str] = None) -> Path:
         """Writes checkpoint ``name`` (e.g. ``epoch_0003``), makes it the last one, and the best one if ``is_best``
-        or if there is no best yet. Every process must call it."""
+        or if there is no best yet. Every process must call it.
+
+        ``best_name``: the best checkpoint as the run's progress records it, used when ``index.json`` is lost or
+        damaged; with neither, no folder is pruned."""
         tmp = self.folder / f".{name}.tmp"
         if self.accelerator.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
@@ -127,15 +130,35 @@ class CheckpointKeeper:
                 shutil.rmtree(final)
             tmp.rename(final)
             index = self.index()
+            # Prune only what intact bookkeeping says is neither last nor best: with index.json lost or naming a
+            # folder that is gone, a folder's role is unknown and every one is kept (repair_index rebuilds it).
+            known = all(isinstance(index.get(k), str) and (self.folder / index[k]).is_dir() for k in ("last", "best"))
             index["last"] = name
-            if is_best or "best" not in index:
+            if is_best:
                 index["best"] = name
+            elif not known and best_name is not None and (self.folder / best_name).is_dir():
+                index["best"], known = best_name, True
+            elif not known and not (isinstance(index.get("best"), str) and (self.folder / index["best"]).is_dir()):
+                index.pop("best", None)  # unknown: loading "best" falls back to the newest intact; nothing is pruned
             atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2))
-            for old in self._folders():
-                if old.name not in (index["last"], index["best"]):
-                    shutil.rmtree(old)
+            if known or is_best:
+                for old in self._folders():
+                    if old.name not in (index["last"], index["best"]):
+                        shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
         return self.folder / name
+
+    def repair_index(self, last: Path, best_name: Optional[str]) -> Optional[str]:
+        """Rebuilds ``index.json`` when it is lost, damaged or names a folder that is gone, from the checkpoint just
+        loaded (``last``) and the best checkpoint's name as the run's own progress records it (``best_name``, kept
+        only if that folder is there; else the last). Main process only. Returns what was repaired, or None."""
+        index = self.index()
+        intact = all(isinstance(index.get(k), str) and (self.folder / index[k]).is_dir() for k in ("last", "best"))
+        if intact or not self.accelerator.is_main_process:
+            return None
+        best = best_name if best_name and (self.folder / best_name).is_dir() else last.name
+        atomic_write_text(self.folder / INDEX, json.dumps({"last": last.name, "best": best}, indent=2))
+        return f"{self.folder / INDEX} was missing or damaged: rebuilt from the checkpoints (last {last.name}, best {best})."
 
     def path(self, which: str) -> Optional[Path]:
         """The ``last`` or ``best`` checkpoint folder ``index.json`` names, or None when there is none yet."""

@@ -53,9 +53,13 @@ class RecipeRun:
         config: the resolved config.
         resume: continue the run folder's last checkpoint; its saved config is ``config``.
         hooks: :class:`~pml_vmf.training.hooks.RunHook` objects called at the end of each step and epoch.
+        evaluation_only: open a finished run to evaluate its checkpoints (:meth:`evaluate_best`): nothing of the
+            run folder is written.
     """
 
-    def __init__(self, config: RecipeConfig, resume: bool = False, hooks: Sequence[RunHook] = ()) -> None:
+    def __init__(
+        self, config: RecipeConfig, resume: bool = False, hooks: Sequence[RunHook] = (), *, evaluation_only: bool = False
+    ) -> None:
         self.config = c = config
         self.hooks = list(hooks)
         check_config(c)
@@ -98,8 +102,14 @@ class RecipeRun:
         self.checkpoints.shared = {"scheduler": self.scheduler, "sampler": self.sampler, "progress": self.progress, **loss_shared}
         self.stop_signals = StopSignals()
         self.guard = StepGuard(self.accelerator, self.stop_signals)
+        if evaluation_only:
+            self.log = None
+            return
         if self.checkpoints.exists():  # only when resuming
             path = self.checkpoints.load("last")
+            repaired = self.checkpoints.repair_index(path, self._best_checkpoint())
+            if repaired:
+                self.accelerator.print(repaired)
             where = f"epoch {self.progress.epoch}" + (f", step {self.progress.step}" if self.progress.step else "")
             self.accelerator.print(f"Resumed from {path}; continuing at {where}.")
         elif self.run.holds_a_run():  # stopped before its first checkpoint (a crash, a bad setting): start it again
@@ -229,7 +239,7 @@ class RecipeRun:
             hook.on_epoch_end(self, record)
         self._check_finite_state()  # before the progress moves on, so that an error names this epoch
         self.progress.start_epoch(epoch + 1)
-        path = self.checkpoints.save(f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None)
+        path = self.checkpoints.save(f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None, best_name=self._best_checkpoint())
         if epoch + 1 == c.train.epochs:
             return
         if self.guard.any_stop_signal():
@@ -241,7 +251,7 @@ class RecipeRun:
             )
 
     def _interrupt(self, name: str, where: str, saved: Optional[Path] = None) -> None:
-        path = saved or self.checkpoints.save(name, is_best=False)
+        path = saved or self.checkpoints.save(name, is_best=False, best_name=self._best_checkpoint())
         self.log.finish()
         signum = self.stop_signals.received
         raise TrainingInterrupted(
@@ -265,6 +275,26 @@ class RecipeRun:
         tensors = [*self.unwrapped_model.parameters(), *self.loss.loss.parameters(), *self.loss.loss.buffers()]
         if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():  # one read-back, not one per tensor
             self._raise_non_finite(float("nan"))
+
+    def _best_checkpoint(self) -> Optional[str]:
+        """The name of the best epoch's checkpoint, as the run's progress records it (None before any)."""
+        return f"epoch_{self.progress.best_epoch:04d}" if self.progress.best_epoch >= 0 else None
+
+    def evaluate_best(self, out: Path) -> dict:
+        """Scores the best checkpoint on this config's data, as :meth:`test` does, writing ``out/metrics.json`` and
+        ``out/plots/retrieval_grid.png`` (on the main process) and nothing in the run folder.
+
+        Raises:
+            FileNotFoundError: when the run has no checkpoint.
+        """
+        path = self.checkpoints.load("best")
+        metrics = self.evaluator.test(self.loss.loss, self.means)
+        if self.accelerator.is_main_process:
+            metrics = {"checkpoint": path.name, "data_root": self.config.data.root, **metrics}
+            target = RunFolder(out)
+            target.write_final_metrics(metrics)
+            self.evaluator.write_retrieval_grid(target.plots / "retrieval_grid.png")
+        return metrics
 
     def test(self) -> dict:
         """Evaluates the best checkpoint (by validation ``eval.select_by``) on the test split; writes metrics, plots and

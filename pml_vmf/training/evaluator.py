@@ -3,6 +3,7 @@ and the run's plots."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -149,28 +150,31 @@ class RunEvaluator:
 
     def write_plots(self, run: RunFolder) -> list:
         """``plots/training_curves.png`` from the run's logs and ``plots/retrieval_grid.png`` from the last test."""
-        from ..evaluation import plot_retrieval_grid, plot_training_curves
+        from ..evaluation import plot_training_curves
 
-        paths = [plot_training_curves(run.read_metrics_log(), run.plots / "training_curves.png", run.read_steps_log())]
+        curves = plot_training_curves(run.read_metrics_log(), run.plots / "training_curves.png", run.read_steps_log())
+        return [curves, self.write_retrieval_grid(run.plots / "retrieval_grid.png")]
+
+    def write_retrieval_grid(self, path: Path) -> Path:
+        """The top results of a few test queries of the last test, as a picture at ``path``."""
+        from ..evaluation import plot_retrieval_grid
+
         query, query_labels = self.embeddings["query"]
         reference = reference_labels = load_reference = None
         if self.splits.reference is not None:
             reference, reference_labels = self.embeddings["reference"]
             load_reference = lambda i: load_rgb(self.splits.reference, i)  # noqa: E731
-        paths.append(
-            plot_retrieval_grid(
-                query,
-                query_labels,
-                lambda i: load_rgb(self.splits.query, i),
-                run.plots / "retrieval_grid.png",
-                reference=reference,
-                reference_labels=reference_labels,
-                load_reference_image=load_reference,
-                num_queries=self.config.eval.grid_queries,
-                seed=self.config.run.seed,
-            )
+        return plot_retrieval_grid(
+            query,
+            query_labels,
+            lambda i: load_rgb(self.splits.query, i),
+            path,
+            reference=reference,
+            reference_labels=reference_labels,
+            load_reference_image=load_reference,
+            num_queries=self.config.eval.grid_queries,
+            seed=self.config.run.seed,
         )
-        return paths
 
 
 def evaluation_sets(splits: RetrievalSplits) -> dict:

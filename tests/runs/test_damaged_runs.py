@@ -73,3 +73,22 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(digits_folder, tmp_
     blocker.write_text("not a folder")
     completed = run_train_script(*_common(digits_folder, blocker), "run.name=x", *ONE_STEP, expect_success=False)
     assert "cannot write the run folder" in _one_line_error(completed)
+
+
+@pytest.mark.slow
+def test_a_lost_checkpoint_index_never_costs_the_best_checkpoint(uninterrupted_run, digits_folder, tmp_path):
+    """index.json lost mid-run: resuming rebuilds it from the checkpoints and the run's progress, so the next save
+    prunes nothing it should keep and the test scores the best epoch, as the uninterrupted run did."""
+    from tests.recipe_runs import SHORT_RUN
+
+    stopped = run_train_script(*_common(digits_folder, tmp_path), *SHORT_RUN, "run.name=lost", "train.stop_after_epoch=2")
+    run = tmp_path / "lost"
+    best = json.loads((run / "checkpoints" / "index.json").read_text())["best"]
+    (run / "checkpoints" / "index.json").unlink()
+    resumed = run_train_script("--resume", str(run))
+    assert "was missing or damaged: rebuilt from the checkpoints" in resumed.stdout + stopped.stdout
+    expected = json.loads((uninterrupted_run / "metrics.json").read_text())
+    got = json.loads((run / "metrics.json").read_text())
+    assert got["epoch"] == expected["epoch"] and got["mean_average_precision_at_r"] == pytest.approx(expected["mean_average_precision_at_r"], abs=1e-6)
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    assert (run / "checkpoints" / index["best"]).is_dir() and index["best"] in (best, "epoch_0002")

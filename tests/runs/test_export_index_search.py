@@ -130,3 +130,19 @@ def test_scripts_refuse_missing_models_empty_folders_and_queries_that_are_not_im
     assert mismatch.returncode == 2 and "is not the model" in mismatch.stderr and "fingerprints" in mismatch.stderr
     with pytest.raises(DatasetNotFoundError):
         load_embedder(folder).embed_folder(empty)
+
+
+@pytest.mark.slow
+def test_overwrite_never_deletes_an_input_or_a_run_folder(uninterrupted_run, digits_folder, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(digits_folder / "7", images / "7")
+    before = sorted(p.name for p in (images / "7").iterdir())
+    indexed = run_script(INDEX, "--model", str(uninterrupted_run), "--images", str(images), "--out", str(images), "--overwrite", expect_success=False)
+    assert indexed.returncode == 2 and "not an index folder this tool wrote" in indexed.stderr
+    assert sorted(p.name for p in (images / "7").iterdir()) == before
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    held = sorted(p.name for p in run.iterdir())
+    exported = run_script(EXPORT, "--run", str(run), "--out", str(run), "--overwrite", expect_success=False)
+    assert exported.returncode == 2 and "not an export folder this tool wrote" in exported.stderr
+    assert sorted(p.name for p in run.iterdir()) == held

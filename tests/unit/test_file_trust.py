@@ -183,3 +183,28 @@ def test_a_model_folder_from_a_newer_version_loads_and_a_damaged_one_is_named(tm
     (folder / "embedder.json").write_text("{not json")
     with pytest.raises(DamagedFileError, match="embedder.json is not valid JSON"):
         load_embedder(folder)
+
+
+@pytest.mark.parametrize("damage", ["lost", "truncated", "names a folder that is gone"])
+def test_a_lost_checkpoint_index_never_prunes_the_best_checkpoint(tmp_path, damage):
+    """The next save after index.json was lost keeps the best epoch: by the run's progress when it is given, and
+    by pruning nothing when it is not."""
+    folder = tmp_path / "checkpoints"
+    keeper, model, progress = _keeper_run(folder)
+    for epoch in range(2):
+        keeper.save(f"epoch_{epoch:04d}", is_best=epoch == 0)  # best: epoch 0, last: epoch 1
+    index = folder / "index.json"
+    if damage == "lost":
+        index.unlink()
+    elif damage == "truncated":
+        index.write_text(index.read_text()[:9])
+    else:
+        index.write_text('{"last": "epoch_0001", "best": "epoch_0007"}')
+    keeper.save("epoch_0002", is_best=False, best_name="epoch_0000")
+    assert json.loads(index.read_text()) == {"last": "epoch_0002", "best": "epoch_0000"}
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["epoch_0000", "epoch_0002"]
+    index.unlink()
+    keeper.save("epoch_0003", is_best=False)  # no hint: nothing is pruned
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["epoch_0000", "epoch_0002", "epoch_0003"]
+    assert keeper.repair_index(folder / "epoch_0003", "epoch_0000") is not None
+    assert json.loads(index.read_text()) == {"last": "epoch_0003", "best": "epoch_0000"}
