@@ -51,7 +51,7 @@ def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:
     if args.data_root is not None:
         overrides.append(f"data.root={args.data_root}")
     if args.resume is not None:
-        run_dir = Path(args.resume)
+        run_dir = Path(os.path.abspath(args.resume))  # `--resume .` from inside the run folder names it too
         if not (run_dir / "config.yaml").is_file():
             what = "does not exist" if not run_dir.exists() else "holds no run (no config.yaml)"
             return fail(f"--resume {run_dir}: the folder {what}; pass a run folder, <run.output_dir>/<run.name> (runs/<name>).")

@@ -37,6 +37,41 @@ def _config_value(c: RecipeConfig, dotted_key: str):
     return getattr(getattr(c, section), key)
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_ranges(c: RecipeConfig) -> None:
+    """Rejects values outside their range (rates, probabilities, crop scales, normalisation), naming the key."""
+    for key, value, rule, ok in (
+        ("optim.lr", c.optim.lr, "a number > 0", _number(c.optim.lr) and c.optim.lr > 0),
+        ("optim.loss_lr", c.optim.loss_lr, "a number > 0", _number(c.optim.loss_lr) and c.optim.loss_lr > 0),
+        ("optim.backbone_lr", c.optim.backbone_lr, "a number >= 0 or null", c.optim.backbone_lr is None or (_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0)),
+        ("optim.weight_decay", c.optim.weight_decay, "a number >= 0", _number(c.optim.weight_decay) and c.optim.weight_decay >= 0),
+        ("data.hflip", c.data.hflip, "a probability in [0, 1]", _number(c.data.hflip) and 0 <= c.data.hflip <= 1),
+        ("data.color_jitter", c.data.color_jitter, "a number in [0, 1]", _number(c.data.color_jitter) and 0 <= c.data.color_jitter <= 1),
+        ("data.val_fraction", c.data.val_fraction, "a share in [0, 1)", _number(c.data.val_fraction) and 0 <= c.data.val_fraction < 1),
+        ("data.max_images_per_class", c.data.max_images_per_class, "an integer >= 1 or null", c.data.max_images_per_class is None
+         or (isinstance(c.data.max_images_per_class, int) and not isinstance(c.data.max_images_per_class, bool) and c.data.max_images_per_class >= 1)),
+        ("data.train_scale", c.data.train_scale, "[low, high] with 0 < low <= high <= 1 (shares of the image area)",
+         isinstance(c.data.train_scale, list) and len(c.data.train_scale) == 2 and all(_number(v) for v in c.data.train_scale)
+         and 0 < c.data.train_scale[0] <= c.data.train_scale[1] <= 1),
+        ("eval.recall_at", c.eval.recall_at, "a list of integers >= 1, e.g. [1, 2, 4, 8]", isinstance(c.eval.recall_at, list)
+         and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in c.eval.recall_at)),
+        ("run.name", c.run.name, "a folder name (not empty, no '/')", isinstance(c.run.name, str) and c.run.name.strip() not in ("", ".", "..")
+         and "/" not in c.run.name),
+        ("run.output_dir", c.run.output_dir, "a folder path", isinstance(c.run.output_dir, str) and c.run.output_dir.strip() != ""),
+    ):
+        if not ok:
+            raise ConfigError(f"{key} must be {rule}, got {value!r}.")
+    for key, value, positive in (("data.mean", c.data.mean, False), ("data.std", c.data.std, True)):
+        if value is None:
+            continue
+        if not (isinstance(value, list) and len(value) == 3 and all(_number(v) for v in value)) or (positive and min(value) <= 0):
+            need = "three numbers > 0 (one per RGB channel)" if positive else "three numbers (one per RGB channel)"
+            raise ConfigError(f"{key} must be {need}, or null for the backbone's own; got {value!r}.")
+
+
 def check_config(c: RecipeConfig) -> None:
     """Rejects settings that are out of range or contradict each other, before anything is loaded or written."""
     for keys, least in ((POSITIVE_KEYS, 1), (NON_NEGATIVE_KEYS, 0)):
@@ -46,6 +81,7 @@ def check_config(c: RecipeConfig) -> None:
                 raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}.")
     if c.train.max_steps_per_epoch is not None and c.train.max_steps_per_epoch < 1:
         raise ConfigError(f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}.")
+    check_ranges(c)
     check_mean_settings(c)
     if c.optim.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"optim.optimizer must be adamw or sgd, got {c.optim.optimizer!r}.")
@@ -187,6 +223,25 @@ def lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine
         return 0.0 if step < head_warmup_steps else decay(step)
 
     return [backbone] + [decay] * (num_groups - 1)
+
+
+def apply_optimizer_settings(c: RecipeConfig, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> list:
+    """Puts ``c``'s learning rates and weight decay into a restored optimizer and schedule (a resumed run's
+    overrides), keeping the schedule's position; returns ``["optim.lr 0.001 -> 0.0005", ...]`` for what changed."""
+    backbone_lr = c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr
+    bases = [backbone_lr, c.optim.lr] + [c.optim.loss_lr] * (len(optimizer.param_groups) - 2)
+    keys = ["optim.backbone_lr" if c.optim.backbone_lr is not None else "optim.lr", "optim.lr"] + ["optim.loss_lr"] * (len(bases) - 2)
+    changed = {}
+    for i, (group, base, key) in enumerate(zip(optimizer.param_groups, bases, keys)):
+        if scheduler.base_lrs[i] != base:
+            changed.setdefault(key, f"{key} {scheduler.base_lrs[i]:g} -> {base:g}")
+        decay = 0.0 if i >= 2 and all(p.ndim == 0 for p in group["params"]) else c.optim.weight_decay  # as built
+        if group.get("weight_decay") != decay:
+            changed.setdefault("optim.weight_decay", f"optim.weight_decay {group.get('weight_decay'):g} -> {decay:g}")
+        group["weight_decay"] = decay
+        scheduler.base_lrs[i] = group["initial_lr"] = base
+        group["lr"] = base * scheduler.lr_lambdas[i](scheduler.last_epoch)
+    return list(changed.values())
 
 
 def build_scheduler(c: RecipeConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,13 +230,26 @@ def _apply(config: RecipeConfig, tree: dict, prefix: str = "") -> None:
             _set(config, dotted_key, value)
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-4`` and ``1e-1`` (no dot) as numbers, as YAML 1.2 does; YAML 1.1 reads them
+    as strings."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
 def parse_override(text: str) -> tuple:
     """Splits ``key.sub=value`` and reads the value as YAML (``1e-4``, ``true``, ``[1, 2]``, ``null``)."""
     if "=" not in text:
         raise ConfigError(f"Override {text!r} is not of the form key.sub=value (e.g. loss.name=multi_similarity).")
     key, raw = text.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return key.strip(), yaml.load(raw, Loader=_YAMLLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"Override {text!r}: its value is not valid YAML ({_first_line(error)}); quote strings, close brackets.") from None
 
@@ -299,9 +313,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist; the shipped ones are in recipes/configs/.")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader) or {}
         except yaml.YAMLError as error:  # its message names the line and column
             raise ConfigError(f"{path} is not valid YAML: {_first_line(error)}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}): save the config as UTF-8.") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
         _apply(config, tree)

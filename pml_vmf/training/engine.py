@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..data import build_transforms
 from ..models import EmbeddingModel
 from .builders import (
+    apply_optimizer_settings,
     build_accelerator,
     build_loader,
     build_loss,
@@ -31,7 +32,7 @@ from .builders import (
     check_config,
 )
 from .checkpoints import CheckpointKeeper
-from .config import RecipeConfig, save_config
+from .config import ConfigError, RecipeConfig, load_config, save_config
 from .evaluator import RunEvaluator, evaluation_sets
 from .export import save_run_model
 from .hooks import RunHook
@@ -106,7 +107,18 @@ class RecipeRun:
             self.log = None
             return
         if self.checkpoints.exists():  # only when resuming
+            saved = load_config(self.run.config) if self.run.config.is_file() else c
+            if saved.optim.optimizer != c.optim.optimizer:
+                raise ConfigError(
+                    f"optim.optimizer cannot change on --resume ({saved.optim.optimizer} -> {c.optim.optimizer}): the "
+                    "checkpoint holds that optimizer's state. Resume with the same optimizer, or start a new run (run.name=...)."
+                )
             path = self.checkpoints.load("last")
+            changed = apply_optimizer_settings(c, self.optimizer, self.scheduler)
+            if changed:
+                self.accelerator.print(f"Resumed with new optimizer settings: {', '.join(changed)} (the schedule keeps its position).")
+                if self.accelerator.is_main_process:
+                    save_config(c, self.run.config)  # the run's config says what it trains with from here on
             repaired = self.checkpoints.repair_index(path, self._best_checkpoint())
             if repaired:
                 self.accelerator.print(repaired)

@@ -129,3 +129,19 @@ def test_an_error_in_training_keeps_its_traceback(digits_folder, tmp_path):
     completed = run_script(HOOK_WORKER, "valueerror", "1", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
     assert completed.returncode == 1
     assert "Traceback (most recent call last)" in completed.stderr and "a bug in the training step" in completed.stderr
+
+
+@pytest.mark.slow
+def test_resume_applies_new_learning_rates_and_refuses_another_optimizer(uninterrupted_run, digits_folder, tmp_path):
+    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", *SHORT_RUN]
+    run_train_script(*common, "run.name=lr", "train.stop_after_epoch=2")
+    run = tmp_path / "lr"
+    refused = run_train_script("--resume", str(run), "optim.optimizer=adamw", expect_success=False)
+    assert refused.returncode == 2 and "optim.optimizer cannot change on --resume (sgd -> adamw)" in refused.stderr
+    resumed = run_train_script("--resume", str(run), "optim.lr=0.01")
+    assert "Resumed with new optimizer settings: optim.lr 0.05 -> 0.01" in resumed.stdout
+    steps = [[json.loads(line) for line in (r / "train_steps.jsonl").read_text().splitlines()] for r in (uninterrupted_run, run)]
+    for before, after in zip(*steps):
+        scale = 0.2 if after["global_step"] > 8 else 1.0  # 0.01 / 0.05 from the resumed epoch on, the cosine's position kept
+        assert after["lr"] == pytest.approx([scale * lr for lr in before["lr"]], rel=1e-9, abs=1e-12)
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
