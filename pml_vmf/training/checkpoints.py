@@ -91,7 +91,10 @@ class CheckpointKeeper:
             index = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
-        return index if isinstance(index, dict) else {}
+        if not isinstance(index, dict):
+            return {}
+        # Only the plain names of checkpoint folders inside this run: a path elsewhere is never followed.
+        return {k: v for k, v in index.items() if k in ("last", "best") and isinstance(v, str) and CHECKPOINT_NAME.fullmatch(v)}
 
     def exists(self) -> bool:
         """Whether any checkpoint folder has been written (intact or not)."""
@@ -101,7 +104,8 @@ class CheckpointKeeper:
         """The checkpoint folders present, newest first (names sort by epoch, then step; an epoch's end last)."""
         if not self.folder.is_dir():
             return []
-        found = [p for p in self.folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+        # A link is never a checkpoint of this run: it may point anywhere, and pruning it would delete elsewhere.
+        found = [p for p in self.folder.iterdir() if p.is_dir() and not p.is_symlink() and CHECKPOINT_NAME.fullmatch(p.name)]
         return sorted(found, key=lambda p: (p.name[:10], p.name[10:] == "", p.name), reverse=True)
 
     def save(self, name: str, is_best: bool, best_name: Optional[str] = None) -> Path:
@@ -126,19 +130,21 @@ class CheckpointKeeper:
             manifest = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
             final = self.folder / name
-            if final.exists():
+            if final.is_symlink():
+                final.unlink()  # a link in the way: removed, never what it points to
+            elif final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
             index = self.index()
             # Prune only what intact bookkeeping says is neither last nor best: with index.json lost or naming a
             # folder that is gone, a folder's role is unknown and every one is kept (repair_index rebuilds it).
-            known = all(isinstance(index.get(k), str) and (self.folder / index[k]).is_dir() for k in ("last", "best"))
+            known = all(isinstance(index.get(k), str) and _is_checkpoint(self.folder / index[k]) for k in ("last", "best"))
             index["last"] = name
             if is_best:
                 index["best"] = name
-            elif not known and best_name is not None and (self.folder / best_name).is_dir():
+            elif not known and best_name is not None and _is_checkpoint(self.folder / best_name):
                 index["best"], known = best_name, True
-            elif not known and not (isinstance(index.get("best"), str) and (self.folder / index["best"]).is_dir()):
+            elif not known and not (isinstance(index.get("best"), str) and _is_checkpoint(self.folder / index["best"])):
                 index.pop("best", None)  # unknown: loading "best" falls back to the newest intact; nothing is pruned
             atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2))
             if known or is_best:
@@ -153,10 +159,10 @@ class CheckpointKeeper:
         loaded (``last``) and the best checkpoint's name as the run's own progress records it (``best_name``, kept
         only if that folder is there; else the last). Main process only. Returns what was repaired, or None."""
         index = self.index()
-        intact = all(isinstance(index.get(k), str) and (self.folder / index[k]).is_dir() for k in ("last", "best"))
+        intact = all(isinstance(index.get(k), str) and _is_checkpoint(self.folder / index[k]) for k in ("last", "best"))
         if intact or not self.accelerator.is_main_process:
             return None
-        best = best_name if best_name and (self.folder / best_name).is_dir() else last.name
+        best = best_name if best_name and _is_checkpoint(self.folder / best_name) else last.name
         atomic_write_text(self.folder / INDEX, json.dumps({"last": last.name, "best": best}, indent=2))
         return f"{self.folder / INDEX} was missing or damaged: rebuilt from the checkpoints (last {last.name}, best {best})."
 
@@ -194,8 +200,11 @@ class CheckpointKeeper:
             CheckpointMismatchError: when the checkpoint does not fit the run (an architecture key changed).
         """
         named = self.path(which)
-        candidates = [named] if named is not None and named.is_dir() else []
-        if named is None or not named.is_dir():
+        if named is not None and named.is_symlink():
+            warnings.warn(f"{named} is a link, not a checkpoint folder of this run: it is not loaded.", stacklevel=2)
+        usable = named is not None and _is_checkpoint(named)
+        candidates = [named] if usable else []
+        if not usable:
             lost = f"{self.folder / INDEX} is missing or damaged" if named is None else f"{named}, which {INDEX} names, is missing"
             if not self._folders():
                 raise FileNotFoundError(f"No checkpoint in {self.folder}: the run has not finished an epoch yet.")
@@ -256,3 +265,8 @@ class CheckpointKeeper:
             else:  # another number of processes than the run that wrote it
                 states = [_load_tensors(f) for f in files]
                 obj.load_state_dict(obj.combine_process_states(states, is_first=rank == 0))
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A real folder (not a link to one elsewhere)."""
+    return path.is_dir() and not path.is_symlink()

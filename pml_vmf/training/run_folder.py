@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+from ..errors import DamagedFileError
 from ..files import atomic_write_text
 
 
@@ -16,9 +18,24 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def _read_jsonl(path: Path) -> list:
+    """The records of a JSON-lines log. A torn last line (a kill or a full disk during an append) is dropped with a
+    warning, since the next append writes it again; a damaged line before the last is an error that names it."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            if number == len(lines):
+                warnings.warn(f"{path}: dropped its last line, cut off while it was written ({error}).", stacklevel=2)
+                break
+            raise DamagedFileError(f"{path} line {number} is damaged ({error}): remove that line (or the file) and run again.") from None
+        records.append(record)
+    return records
 
 
 class RunFolder:

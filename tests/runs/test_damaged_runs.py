@@ -92,3 +92,20 @@ def test_a_lost_checkpoint_index_never_costs_the_best_checkpoint(uninterrupted_r
     assert got["epoch"] == expected["epoch"] and got["mean_average_precision_at_r"] == pytest.approx(expected["mean_average_precision_at_r"], abs=1e-6)
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     assert (run / "checkpoints" / index["best"]).is_dir() and index["best"] in (best, "epoch_0002")
+
+
+@pytest.mark.slow
+def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(uninterrupted_run, digits_folder, tmp_path):
+    from tests.recipe_runs import SHORT_RUN
+
+    run_train_script(*_common(digits_folder, tmp_path), *SHORT_RUN, "run.name=torn", "train.stop_after_epoch=2")
+    run = tmp_path / "torn"
+    for name in ("train_steps.jsonl", "metrics.jsonl"):
+        with open(run / name, "a") as f:
+            f.write('{"epoch": 2, "step": 1, "glo')  # the kill came during this append
+    resumed = run_train_script("--resume", str(run))
+    assert "dropped its last line, cut off while it was written" in resumed.stderr
+    for name in ("train_steps.jsonl", "metrics.jsonl"):
+        got = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        expected = [json.loads(line) for line in (uninterrupted_run / name).read_text().splitlines()]
+        assert [r.get("global_step", r.get("epoch")) for r in got] == [r.get("global_step", r.get("epoch")) for r in expected]

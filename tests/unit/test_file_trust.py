@@ -208,3 +208,20 @@ def test_a_lost_checkpoint_index_never_prunes_the_best_checkpoint(tmp_path, dama
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["epoch_0000", "epoch_0002", "epoch_0003"]
     assert keeper.repair_index(folder / "epoch_0003", "epoch_0000") is not None
     assert json.loads(index.read_text()) == {"last": "epoch_0003", "best": "epoch_0000"}
+
+
+def test_checkpoints_outside_the_run_folder_are_never_loaded_or_pruned(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    keeper, model, progress = _keeper_run(folder)
+    keeper.save("epoch_0000", is_best=True)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(folder / "epoch_0000", elsewhere / "epoch_0005")
+    (folder / "index.json").write_text(json.dumps({"last": str(elsewhere / "epoch_0005"), "best": "epoch_0000"}))
+    with pytest.warns(UserWarning, match="missing or damaged"):
+        assert keeper.load("last") == folder / "epoch_0000"  # the absolute path is not followed
+    (folder / "epoch_0007").symlink_to(elsewhere / "epoch_0005", target_is_directory=True)
+    (folder / "index.json").write_text(json.dumps({"last": "epoch_0007", "best": "epoch_0000"}))
+    with pytest.warns(UserWarning, match="is a link, not a checkpoint folder of this run"):
+        assert keeper.load("last") == folder / "epoch_0000"
+    keeper.save("epoch_0008", is_best=True)  # prunes epoch_0000; the link is left, and what it points to
+    assert (elsewhere / "epoch_0005" / "manifest.json").is_file() and (folder / "epoch_0007").is_symlink()
