@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DamagedFileError
-from ..files import staged_folder
+from ..files import file_sha256, staged_folder
 
 INDEX_FILE = "index.faiss"
 PATHS_FILE = "paths.json"
@@ -110,7 +110,9 @@ class EmbeddingIndex:
         with staged_folder(Path(folder), overwrite=overwrite, what="index", owned_names=INDEX_FOLDER_FILES) as staging:
             faiss.write_index(self._index, str(staging / INDEX_FILE))
             (staging / PATHS_FILE).write_text(json.dumps(self.paths))
-            record = {"format_version": FORMAT_VERSION, **settings, "size": len(self), **meta}
+            # Sizes and checksums, checked on load: a flipped byte is named, and no read goes past what was written.
+            files = {name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in (INDEX_FILE, PATHS_FILE)}
+            record = {"format_version": FORMAT_VERSION, **settings, "size": len(self), **meta, "files": files}
             (staging / META_FILE).write_text(json.dumps(record, indent=1) + "\n")
         self.meta = record
         return Path(folder)
@@ -128,12 +130,15 @@ class EmbeddingIndex:
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FileNotFoundError(f"No index at {folder}: expected {META_FILE}, {INDEX_FILE} and {PATHS_FILE} (recipes/index.py writes them).")
-        meta = _read_json(folder / META_FILE, dict)
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+        meta = _read_json(folder / META_FILE, dict, max_bytes=1 << 20)
         missing = [key for key in ("format_version", "dim", "kind", "size") if key not in meta]
         if missing or meta["kind"] not in KINDS:
             raise DamagedFileError(f"{folder / META_FILE} lacks {', '.join(missing) or 'a known kind'}: not an index this pml-vmf wrote; build it again with recipes/index.py.")
+        _check_meta(folder / META_FILE, meta)
+        if meta["format_version"] > FORMAT_VERSION:
+            raise ValueError(f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+        for name, expected in meta.get("files", {}).items():
+            _check_file(folder / name, expected)
         index = cls(meta["dim"], meta["kind"], nlist=meta.get("nlist"), nprobe=meta.get("nprobe", 16), hnsw_m=meta.get("hnsw_m", 32), ef_search=meta.get("ef_search", 64))
         if not (folder / INDEX_FILE).is_file():
             raise DamagedFileError(f"{folder / INDEX_FILE} is missing: the index folder is incomplete; build it again.")
@@ -143,7 +148,11 @@ class EmbeddingIndex:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
             raise DamagedFileError(f"{folder / INDEX_FILE} cannot be read by faiss ({reason}): the file is truncated or damaged; build the index again.") from None
         index._apply_search_settings()
-        index.paths = _read_json(folder / PATHS_FILE, list)
+        recorded = meta.get("files", {}).get(PATHS_FILE, {}).get("bytes")
+        # Older indexes recorded no size: bound the read by a generous 4 kB a path.
+        index.paths = _read_json(folder / PATHS_FILE, list, max_bytes=recorded if recorded is not None else 4096 * meta["size"] + 4096)
+        if not all(isinstance(p, str) for p in index.paths):
+            raise DamagedFileError(f"{folder / PATHS_FILE} must list image paths (strings): build the index again.")
         counts = {f"{INDEX_FILE} vectors": int(index._index.ntotal), f"{PATHS_FILE} entries": len(index.paths), f"{META_FILE} size": meta["size"]}
         if len(set(counts.values())) != 1 or index._index.d != index.dim:
             raise DamagedFileError(
@@ -185,9 +194,44 @@ class EmbeddingIndex:
         return np.ascontiguousarray(F.normalize(embeddings.detach().float().cpu(), dim=1).numpy())
 
 
-def _read_json(path: Path, kind: type):
+_META_TYPES = {
+    "format_version": (int,), "dim": (int,), "size": (int,), "kind": (str,), "nlist": (int, type(None)), "nprobe": (int,),
+    "hnsw_m": (int,), "ef_search": (int,), "model": (str,), "model_fingerprint": (str,), "images": (str,), "files": (dict,),
+}  # fmt: skip
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Every recorded value of index.json of its type and range, or one error that names the key."""
+    for key, types in _META_TYPES.items():
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], types)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise DamagedFileError(f"{path}: {key} must be {names}, got {meta[key]!r}: not an index this pml-vmf wrote; build it again.")
+    for key, least in (("dim", 1), ("size", 0), ("format_version", 1), ("nprobe", 1), ("hnsw_m", 1), ("ef_search", 1), ("nlist", 1)):
+        if isinstance(meta.get(key), int) and meta[key] < least:
+            raise DamagedFileError(f"{path}: {key} must be at least {least}, got {meta[key]}: build the index again.")
+    for name, expected in meta.get("files", {}).items():
+        if name not in (INDEX_FILE, PATHS_FILE) or not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int) \
+                or isinstance(expected.get("bytes"), bool) or not isinstance(expected.get("sha256"), str):
+            raise DamagedFileError(f"{path}: files.{name} must record bytes and sha256 of {INDEX_FILE} or {PATHS_FILE}: build the index again.")
+
+
+def _check_file(path: Path, expected: dict) -> None:
+    if not path.is_file():
+        raise DamagedFileError(f"{path} is missing: the index folder is incomplete; build it again.")
+    if path.stat().st_size != expected["bytes"]:
+        raise DamagedFileError(f"{path} is truncated or altered ({path.stat().st_size} bytes, {expected['bytes']} written): build the index again.")
+    if file_sha256(path) != expected["sha256"]:
+        raise DamagedFileError(f"{path} is altered (its SHA-256 differs from the one index.json records): build the index again.")
+
+
+def _read_json(path: Path, kind: type, max_bytes: int):
+    """A JSON value of ``kind`` from ``path``, reading at most ``max_bytes`` (a link to /dev/zero ends there)."""
     try:
-        value = json.loads(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise DamagedFileError(f"{path} is larger than the {max_bytes} bytes it can be: not the file the index wrote; build the index again.")
+        value = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise DamagedFileError(f"{path} is missing: the index folder is incomplete; build it again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -117,18 +117,33 @@ def test_an_index_is_written_whole_or_not_at_all_and_never_replaced_unasked(tmp_
 
 
 def test_a_damaged_or_mixed_index_is_named(tmp_path):
-    def fresh(name):
-        return EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / name)
+    def fresh(name, legacy=False):
+        folder = EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / name)
+        if legacy:  # an index written before index.json recorded its files' sizes and checksums
+            meta = json.loads((folder / "index.json").read_text())
+            del meta["files"]
+            (folder / "index.json").write_text(json.dumps(meta))
+        return folder
 
     truncated = fresh("truncated") / "index.faiss"
     truncated.write_bytes(truncated.read_bytes()[:60])
+    with pytest.raises(DamagedFileError, match=f"{truncated} is truncated or altered"):
+        EmbeddingIndex.load(truncated.parent)
+    flipped = fresh("flipped") / "index.faiss"
+    data = bytearray(flipped.read_bytes())
+    data[-5] ^= 0xFF  # one byte of a stored vector: faiss would read it without a word
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match=f"{flipped} is altered"):
+        EmbeddingIndex.load(flipped.parent)
+    truncated = fresh("legacy_truncated", legacy=True) / "index.faiss"
+    truncated.write_bytes(truncated.read_bytes()[:60])
     with pytest.raises(DamagedFileError, match=f"{truncated} cannot be read by faiss"):
         EmbeddingIndex.load(truncated.parent)
-    paths = fresh("paths") / "paths.json"
+    paths = fresh("paths", legacy=True) / "paths.json"
     paths.write_text(paths.read_text()[:10])
     with pytest.raises(DamagedFileError, match=f"{paths} is not valid JSON"):
         EmbeddingIndex.load(paths.parent)
-    mixed = fresh("mixed")
+    mixed = fresh("mixed", legacy=True)
     (mixed / "paths.json").write_text(json.dumps(["x"] * 5))  # another index's paths
     with pytest.raises(DamagedFileError, match="index.faiss vectors 6, paths.json entries 5, index.json size 6"):
         EmbeddingIndex.load(mixed)
@@ -137,6 +152,26 @@ def test_a_damaged_or_mixed_index_is_named(tmp_path):
     (newer / "index.json").write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(ValueError, match="format_version 99; this pml-vmf reads up to 1"):
         EmbeddingIndex.load(newer)
+
+
+@pytest.mark.parametrize("key, value", [("format_version", "1"), ("model", 3), ("model_fingerprint", 7), ("dim", -2), ("size", "6"), ("files", [])])
+def test_odd_index_json_values_are_one_error_that_names_the_key(tmp_path, key, value):
+    folder = EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / "index")
+    meta = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(DamagedFileError, match=f"index.json: {key} must be"):
+        EmbeddingIndex.load(folder)
+
+
+def test_paths_json_linked_to_an_endless_file_is_read_no_further_than_its_recorded_size(tmp_path):
+    folder = EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / "index")
+    meta = json.loads((folder / "index.json").read_text())
+    del meta["files"]  # even without a recorded size (an older index), the read is bounded
+    (folder / "index.json").write_text(json.dumps(meta))
+    (folder / "paths.json").unlink()
+    (folder / "paths.json").symlink_to("/dev/zero")
+    with pytest.raises(DamagedFileError, match="paths.json is larger than"):
+        EmbeddingIndex.load(folder)
 
 
 def test_an_export_is_checked_before_it_appears_and_never_mixed_with_an_older_one(tmp_path, monkeypatch):
