@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -109,8 +110,14 @@ def read_model_config(folder: Path) -> EmbedderConfig:
         raise DamagedFileError(f"{path} is not valid JSON ({error}): the model folder is damaged; export it again.") from None
     if not isinstance(raw, dict):
         raise DamagedFileError(f"{path} must hold a JSON object, got {type(raw).__name__}: export the model again.")
-    if raw.get("format_version", 0) > FORMAT_VERSION:
+    version = raw.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DamagedFileError(f"{path}: format_version must be an integer, got {version!r}: export the model again.")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {raw['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+    problem = _config_problem(raw)
+    if problem:
+        raise DamagedFileError(f"{path}: {problem}: the model folder is damaged or was edited; export it again.")
     known = {f.name for f in fields(EmbedderConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -120,6 +127,62 @@ def read_model_config(folder: Path) -> EmbedderConfig:
     except TypeError:
         missing = [f.name for f in fields(EmbedderConfig) if f.name not in raw and f.name in ("backbone", "embedding_size", "eval_transform")]
         raise DamagedFileError(f"{path} lacks {', '.join(missing)}: the model folder is damaged; export it again.") from None
+
+
+MAX_INPUT_SIDE = 4096  # pixels: a larger eval size is a damaged file, not a model (it would allocate gigabytes)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def _is_int(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _config_problem(raw: dict) -> Optional[str]:
+    """What is wrong with the values of an ``embedder.json`` (types and bounds), or None."""
+    missing = [key for key in ("backbone", "embedding_size", "eval_transform") if key not in raw]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not isinstance(raw["backbone"], str) or not raw["backbone"]:
+        return f"backbone must be a timm model name, got {raw['backbone']!r}"
+    if not _is_int(raw["embedding_size"], 1):
+        return f"embedding_size must be an integer >= 1, got {raw['embedding_size']!r}"
+    t = raw["eval_transform"]
+    if not isinstance(t, dict):
+        return f"eval_transform must be an object, got {t!r}"
+    for key in ("input_size", "interpolation", "mean", "std", "crop_pct"):
+        if key not in t:
+            return f"eval_transform lacks {key}"
+    size = t["input_size"]
+    if not (isinstance(size, list) and len(size) == 3 and size[0] == 3 and all(_is_int(v, 1) and v <= MAX_INPUT_SIDE for v in size[1:])):
+        return f"eval_transform.input_size must be [3, H, W] with sides 1 to {MAX_INPUT_SIDE}, got {size!r}"
+    if t["interpolation"] not in INTERPOLATIONS:
+        return f"eval_transform.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {t['interpolation']!r}"
+    for key in ("mean", "std"):
+        if not (isinstance(t[key], list) and len(t[key]) == 3 and all(_is_number(v) for v in t[key])) or (key == "std" and min(t[key]) <= 0):
+            return f"eval_transform.{key} must be three {'positive ' if key == 'std' else ''}numbers, got {t[key]!r}"
+    if not (_is_number(t["crop_pct"]) and 0 < t["crop_pct"] <= 2):
+        return f"eval_transform.crop_pct must be in (0, 2], got {t['crop_pct']!r}"
+    if t.get("crop_mode") not in (None, "center", "squash", "border"):
+        return f"eval_transform.crop_mode must be center, squash, border or null, got {t['crop_mode']!r}"
+    kappa = raw.get("kappa")
+    if kappa is not None and not (_is_number(kappa) and kappa > 0):
+        return f"kappa must be a positive number (or null), got {kappa!r}"
+    names = raw.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return f"class_names must be a list of strings (or null), got {names if not isinstance(names, list) else '[...]'!r}"
+    for key in ("freeze_batchnorm", "feature_layernorm"):
+        if key in raw and not isinstance(raw[key], bool):
+            return f"{key} must be true or false, got {raw[key]!r}"
+    for key in ("global_pool", "loss"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            return f"{key} must be a string (or null), got {raw[key]!r}"
+    if "extra" in raw and not isinstance(raw["extra"], dict):
+        return f"extra must be an object, got {raw['extra']!r}"
+    return None
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -163,6 +226,13 @@ def read_model_folder(folder: Path) -> "tuple[EmbeddingModel, EmbedderConfig, Op
     means = _load_safetensors(folder / MEANS_FILE).get("class_means") if (folder / MEANS_FILE).is_file() else None
     if means is not None and (means.ndim != 2 or means.shape[1] != config.embedding_size):
         raise DamagedFileError(f"{folder / MEANS_FILE} holds means of shape {tuple(means.shape)}, not (classes, {config.embedding_size}).")
+    if means is not None and config.class_names is not None and len(config.class_names) != means.shape[0]:
+        raise DamagedFileError(
+            f"{folder / CONFIG_FILE} names {len(config.class_names)} classes but {folder / MEANS_FILE} holds {means.shape[0]} means: "
+            "they come from different models; export the model again."
+        )
+    if means is not None and not torch.isfinite(means).all():
+        raise DamagedFileError(f"{folder / MEANS_FILE} holds NaN or inf values: export the model again.")
     return model.eval(), config, means
 
 

@@ -260,3 +260,24 @@ def test_checkpoints_outside_the_run_folder_are_never_loaded_or_pruned(tmp_path)
         assert keeper.load("last") == folder / "epoch_0000"
     keeper.save("epoch_0008", is_best=True)  # prunes epoch_0000; the link is left, and what it points to
     assert (elsewhere / "epoch_0005" / "manifest.json").is_file() and (folder / "epoch_0007").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        ({"embedding_size": -3}, "embedding_size must be"), ({"embedding_size": "8"}, "embedding_size must be"),
+        ({"backbone": 5}, "backbone must be"), ({"format_version": "1"}, "format_version must be an integer"),
+        ({"kappa": -1}, "kappa must be a positive number"), ({"kappa": float("nan")}, "kappa must be a positive number"),
+        ({"class_names": "abc"}, "class_names must be a list of strings"),
+        ({"eval_transform": {**TRANSFORM, "input_size": [3, 100000, 100000]}}, "input_size must be"),
+        ({"eval_transform": {**TRANSFORM, "interpolation": "magic"}}, "interpolation must be one of"),
+        ({"eval_transform": {k: v for k, v in TRANSFORM.items() if k != "mean"}}, "eval_transform lacks mean"),
+        ({"class_names": ["a", "b"]}, "names 2 classes but"),
+    ],
+)
+def test_odd_embedder_json_values_are_one_error_that_names_the_key(tmp_path, edit, named):
+    folder = _embedder().save(tmp_path / "model")
+    config = json.loads((folder / "embedder.json").read_text())
+    (folder / "embedder.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(DamagedFileError, match=named):
+        load_embedder(folder)
