@@ -109,3 +109,24 @@ def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(uninterrupted_run, digit
         got = [json.loads(line) for line in (run / name).read_text().splitlines()]
         expected = [json.loads(line) for line in (uninterrupted_run / name).read_text().splitlines()]
         assert [r.get("global_step", r.get("epoch")) for r in got] == [r.get("global_step", r.get("epoch")) for r in expected]
+
+
+@pytest.mark.multiprocess
+def test_a_config_error_under_two_processes_is_printed_once(digits_folder, tmp_path):
+    import subprocess
+
+    from tests.multiprocess import accelerate_launch_command, child_environment
+    from tests.recipe_runs import TRAIN_SCRIPT
+
+    command = accelerate_launch_command(TRAIN_SCRIPT, *_common(digits_folder, tmp_path), "bogus.key=1", num_processes=2)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=child_environment())
+    assert completed.returncode != 0
+    assert completed.stderr.count("train.py: Unknown config key 'bogus.key'") == 1
+
+
+def test_too_few_classes_for_a_batch_says_how_many_validation_took(digits_folder, tmp_path):
+    completed = run_train_script(
+        *_common(digits_folder, tmp_path), "run.name=few", "data.val_by=classes", "data.val_fraction=0.4",
+        "train.batch_size=40", "train.samples_per_class=8", expect_success=False,
+    )  # fmt: skip
+    assert "other classes are held out for validation" in _one_line_error(completed)

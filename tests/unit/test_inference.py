@@ -94,3 +94,13 @@ def test_embedding_a_folder_leaves_the_model_in_eval_mode(tmp_path):
     assert not any(module.training for module in embedder.model.modules())
     single = embedder.embed_images([paths[0]])  # one image: BatchNorm in training mode would fail or differ
     torch.testing.assert_close(single[0], gallery[0], atol=1e-5, rtol=0)
+
+
+def test_load_embedder_without_the_recipes_extra_names_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    probe = f"import sys; sys.modules['timm'] = None\nimport pml_vmf\npml_vmf.load_embedder({str(tmp_path)!r})"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    assert 'pip install "pml-vmf[recipes]"' in completed.stderr.strip().splitlines()[-1]
