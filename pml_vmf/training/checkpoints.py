@@ -180,6 +180,12 @@ class CheckpointKeeper:
             return f"{manifest_path} is missing (the checkpoint is incomplete, or from an older pml-vmf)"
         except (json.JSONDecodeError, UnicodeDecodeError):
             return f"{manifest_path} is damaged"
+        if not isinstance(manifest, dict) or not manifest:
+            return f"{manifest_path} is damaged (not a record of the checkpoint's files)"
+        for name, expected in manifest.items():
+            if "/" in name or "\\" in name or name in (".", "..") or not isinstance(expected, dict) \
+                    or not isinstance(expected.get("bytes"), int) or not isinstance(expected.get("sha256"), str):
+                return f"{manifest_path} is damaged (its entry {name!r} is not a file name with bytes and sha256)"
         for name, expected in manifest.items():
             file = path / name
             if not file.is_file():
@@ -236,6 +242,15 @@ class CheckpointKeeper:
                     f"on {written_by} processes (accelerate launch --num_processes {written_by}) with loss.shard_means=true."
                 )
 
+    @staticmethod
+    def _raise_mismatch(path: Path, error: RuntimeError) -> None:
+        """load_state_dict's size mismatch: the config that built the run differs from the checkpoint's."""
+        first = " ".join(str(error).strip().splitlines()[:2])
+        raise CheckpointMismatchError(
+            f"{path} does not fit this run's model or loss ({first[:300]}): a --resume keeps the run's "
+            "architecture (model.*, loss.name and the loss's size); remove the override that changes it, or start a new run."
+        ) from None
+
     def _load_folder(self, path: Path) -> None:
         self._check_process_layout(path)
         try:
@@ -251,12 +266,13 @@ class CheckpointKeeper:
                 obj.load_state_dict(_load_tensors(path / f"{key}.pt"))
         except pickle.UnpicklingError:  # accelerate's weights_only load refused a file: name it
             raise DamagedFileError(f"{_first_unsafe_file(path)} holds more than tensors and plain values, and is not loaded.") from None
-        except RuntimeError as error:  # load_state_dict's size mismatch: the config that built the run differs
-            first = " ".join(str(error).strip().splitlines()[:2])
-            raise CheckpointMismatchError(
-                f"{path} does not fit this run's model or loss ({first[:300]}): a --resume keeps the run's "
-                "architecture (model.*, loss.name and the loss's size); remove the override that changes it, or start a new run."
-            ) from None
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError" and not isinstance(error, (KeyError, EOFError)):
+                if not isinstance(error, RuntimeError):
+                    raise
+                return self._raise_mismatch(path, error)
+            # A file that passed the manifest but is not what its name says (written so by hand, or by a newer tool).
+            raise DamagedFileError(f"{path} holds a file its loader cannot read ({type(error).__name__}: {str(error)[:200]}): this checkpoint is damaged.") from None
         rank, world_size = self.accelerator.process_index, self.accelerator.num_processes
         for key, obj in self.per_process.items():
             files = sorted(path.glob(f"{key}_process*.pt"), key=lambda f: int(f.stem.rsplit("process", 1)[1]))

@@ -281,3 +281,31 @@ def test_odd_embedder_json_values_are_one_error_that_names_the_key(tmp_path, edi
     (folder / "embedder.json").write_text(json.dumps({**config, **edit}))
     with pytest.raises(DamagedFileError, match=named):
         load_embedder(folder)
+
+
+@pytest.mark.parametrize("manifest", [[], {"model.safetensors": {"sha256": "x"}}, {"../../elsewhere": {"bytes": 1, "sha256": "x"}}, {}])
+def test_malformed_checkpoint_bookkeeping_is_named_not_a_traceback(tmp_path, manifest):
+    folder = tmp_path / "checkpoints"
+    keeper, model, progress = _keeper_run(folder)
+    keeper.save("epoch_0000", is_best=True)
+    (folder / "epoch_0000" / "manifest.json").write_text(json.dumps(manifest))
+    assert "manifest.json is damaged" in keeper.damage(folder / "epoch_0000")
+    with pytest.raises(DamagedFileError, match="No intact checkpoint"):
+        keeper.load("last")
+    (folder / "index.json").write_text('{"last": 5}')
+    assert keeper.index() == {}
+
+
+def test_a_file_that_is_not_what_its_name_says_is_named_even_with_a_matching_manifest(tmp_path):
+    from pml_vmf.files import file_sha256
+
+    folder = tmp_path / "checkpoints"
+    keeper, model, progress = _keeper_run(folder)
+    keeper.save("epoch_0000", is_best=True)
+    weights = folder / "epoch_0000" / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file at all")
+    manifest = json.loads((folder / "epoch_0000" / "manifest.json").read_text())
+    manifest["model.safetensors"] = {"bytes": weights.stat().st_size, "sha256": file_sha256(weights)}
+    (folder / "epoch_0000" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DamagedFileError, match="holds a file its loader cannot read"):
+        keeper.load("last")
