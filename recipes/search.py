@@ -86,11 +86,12 @@ def _query_images(query: Path) -> list:
 def _plot(queries: list, result, path: Path) -> None:
     from PIL import Image
 
+    from pml_vmf.data import rgb_on_white
     from pml_vmf.evaluation.plots import plot_search_grid
 
     def load(p):
         with Image.open(p) as image:
-            return image.convert("RGB")
+            return rgb_on_white(image)  # as the model saw it: transparency on white, deep images scaled
 
     plot_search_grid([load(q) for q in queries], [[load(p) for p in row if p] for row in result.paths], result.scores, path)
 

@@ -16,8 +16,30 @@ class UnreadableImageError(ValueError):
     """An image file that cannot be decoded (truncated, corrupt); the message names the file."""
 
 
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit (integer or float) single-channel image scaled to 8 bits by the range of its type, which
+    PIL's ``convert`` would clip to 0-255 instead (a 16-bit image becomes two grey levels, a float one black)."""
+    values = np.asarray(image)
+    if values.dtype == np.uint8:
+        return image
+    if np.issubdtype(values.dtype, np.floating):
+        finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        # Floats in [0, 1] are intensities; any other range is stretched from its minimum to its maximum.
+        low, high = (0.0, 1.0) if finite.min() >= 0 and finite.max() <= 1 else (finite.min(), finite.max())
+    else:
+        info = np.iinfo(values.dtype)
+        # PIL reads 16-bit PNGs as 32-bit integers ("I"): their range is 16 bits when the values fit in it.
+        top = 65535 if image.mode.startswith("I") and values.min() >= 0 and values.max() <= 65535 else info.max
+        finite, low, high = values.astype(np.float64), (0 if values.min() >= 0 else info.min), top
+    scaled = np.clip((finite - low) / max(high - low, 1e-12), 0, 1)
+    return Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
+
+
 def rgb_on_white(image: Image.Image) -> Image.Image:
-    """``image`` as RGB, anything transparent (RGBA, LA, palette) composited onto a white background."""
+    """``image`` as RGB, anything transparent (RGBA, LA, palette) composited onto a white background; 16-bit and
+    32-bit images scaled to 8 bits by their type's range, not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8_bit(image)
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))

@@ -249,3 +249,25 @@ def test_an_image_folder_with_nothing_readable_is_an_error(tmp_path):
     (tmp_path / "ant" / "a.txt").write_text("x")
     with pytest.warns(UserWarning), pytest.raises(DatasetNotFoundError, match="No readable images"):
         _load("image_folder", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff_float", "tiff_int32"])
+def test_deep_images_are_scaled_to_8_bits_not_clipped(tmp_path, kind):
+    """A 16-bit PNG, a float TIFF and a 32-bit integer TIFF of a full ramp keep all 256 grey levels, in order."""
+    import numpy as np
+    from PIL import Image
+
+    from pml_vmf.data.image_dataset import rgb_on_white
+
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    path = tmp_path / ("ramp.png" if kind == "png16" else "ramp.tif")
+    if kind == "png16":
+        Image.fromarray((ramp * 65535).astype(np.uint16)).save(path)
+    elif kind == "tiff_float":
+        Image.fromarray(ramp.astype(np.float32), mode="F").save(path)
+    else:
+        Image.fromarray((ramp * (2**31 - 1)).astype(np.int32), mode="I").save(path)
+    with Image.open(path) as image:
+        out = np.asarray(rgb_on_white(image))
+    assert out.shape == (64, 64, 3) and out.min() == 0 and out.max() == 255
+    assert len(np.unique(out)) == 256 and (np.diff(out[..., 0].reshape(-1).astype(int)) >= 0).all()
