@@ -41,24 +41,33 @@ def read_fashion_mnist(root: Optional[Path] = None, download: bool = True) -> di
 
     Args:
         root: a folder with the four IDX files (gzipped or not); defaults to Debian's ``/usr/share/datasets/fashion-mnist``.
-        download: when the files are not there, download them with torchvision into ``root`` (or
-            ``~/.cache/pml_vmf/fashion-mnist``).
+        download: without ``root``, when Debian's files are not there, download them with torchvision into
+            ``~/.cache/pml_vmf/fashion-mnist``. A ``root`` given is only read: nothing is downloaded into it.
     """
     folder = Path(root) if root is not None else DEBIAN_FOLDER
     paths = {split: [_find(folder, stem) for stem in stems] for split, stems in FILES.items()}
     if any(p is None for pair in paths.values() for p in pair):
-        if not download:
+        missing = [f"{stem}(.gz)" for split, stems in FILES.items() for stem, p in zip(stems, paths[split]) if p is None]
+        if not download or root is not None:
             raise DatasetNotFoundError(
-                f"Fashion-MNIST IDX files not found in {folder}. Install them with "
-                "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or get them from "
-                "https://github.com/zalandoresearch/fashion-mnist and pass their folder with --data-root."
+                f"Fashion-MNIST IDX files not found in {folder} (missing {', '.join(missing)}). Install them with "
+                "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or get them from "
+                "https://github.com/zalandoresearch/fashion-mnist and pass their folder with --data-root; without "
+                "--data-root they are downloaded into ~/.cache/pml_vmf/fashion-mnist."
             )
         import torchvision
 
-        folder = Path(root) if root is not None else Path.home() / ".cache" / "pml_vmf" / "fashion-mnist"
-        for train in (True, False):
-            torchvision.datasets.FashionMNIST(str(folder), train=train, download=True)
-        return read_fashion_mnist(folder, download=False)
+        cache = Path.home() / ".cache" / "pml_vmf" / "fashion-mnist"
+        try:
+            for train in (True, False):
+                torchvision.datasets.FashionMNIST(str(cache), train=train, download=True)
+        except (OSError, RuntimeError) as error:  # offline: urllib's URLError is an OSError
+            raise DatasetNotFoundError(
+                f"Fashion-MNIST is not installed and could not be downloaded into {cache} ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:150] if str(error) else 'no connection'}). Install Debian's "
+                "dataset-fashion-mnist, or pass a folder of the four IDX files with --data-root."
+            ) from None
+        return read_fashion_mnist(cache, download=False)
     return {
         split: LabelledImages(read_idx(images), read_idx(labels), class_names=list(CLASS_NAMES))
         for split, (images, labels) in paths.items()

@@ -271,3 +271,11 @@ def test_deep_images_are_scaled_to_8_bits_not_clipped(tmp_path, kind):
         out = np.asarray(rgb_on_white(image))
     assert out.shape == (64, 64, 3) and out.min() == 0 and out.max() == 255
     assert len(np.unique(out)) == 256 and (np.diff(out[..., 0].reshape(-1).astype(int)) >= 0).all()
+
+
+def test_fashion_mnist_on_a_folder_without_its_files_is_one_error_and_writes_nothing(tmp_path):
+    from pml_vmf.data import DatasetNotFoundError, read_fashion_mnist
+
+    with pytest.raises(DatasetNotFoundError, match=r"IDX files not found in .*missing train-images-idx3-ubyte"):
+        read_fashion_mnist(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no FashionMNIST/raw made in the user's folder
