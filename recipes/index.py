@@ -20,6 +20,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from pml_vmf.data import DatasetNotFoundError
+from pml_vmf.errors import one_line
 from pml_vmf.files import check_replaceable
 from pml_vmf.inference import KINDS, EmbeddingIndex, ModelNotFoundError, load_embedder
 from pml_vmf.inference.index import INDEX_FOLDER_FILES
@@ -65,7 +66,7 @@ def main(argv: list) -> int:
             print(f"Indexed {len(paths)} images ({embedder.embedding_size}-d, {args.kind}) in {seconds:.1f} s of embedding "
                   f"on {accelerator.num_processes} process(es): {args.out}")  # fmt: skip
     except (ModelNotFoundError, DatasetNotFoundError, ValueError, OSError) as error:  # OSError: a read-only or full disk
-        print(f"index.py: {error}", file=sys.stderr)
+        print(f"index.py: {one_line(error)}", file=sys.stderr)  # a worker's error comes with its traceback: one line
         return 2
     finally:
         accelerator.end_training()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -44,7 +43,7 @@ def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:
     """Runs the script; ``hooks`` (:class:`~pml_vmf.training.RunHook`) are called at the end of each step and epoch."""
     args = parse_args(argv)
     from pml_vmf.data import UnreadableImageError
-    from pml_vmf.errors import DamagedFileError
+    from pml_vmf.errors import DamagedFileError, one_line
     from pml_vmf.training import NonFiniteLossError, RecipeRun, TrainingInterrupted, load_config
 
     overrides = list(args.overrides)
@@ -78,7 +77,7 @@ def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:
         return fail(str(stop), stop.exit_code)
     except (NonFiniteLossError, UnreadableImageError, DamagedFileError) as error:
         # A DataLoader worker's error arrives with the worker's traceback in its message: keep its last line.
-        return fail(re.sub(r"^[\w.]+Error: ", "", str(error).strip().splitlines()[-1]), 3)
+        return fail(one_line(error), 3)
     except OSError as error:
         if error.errno not in WRITE_ERRORS:
             raise

@@ -146,3 +146,17 @@ def test_overwrite_never_deletes_an_input_or_a_run_folder(uninterrupted_run, dig
     exported = run_script(EXPORT, "--run", str(run), "--out", str(run), "--overwrite", expect_success=False)
     assert exported.returncode == 2 and "not an export folder this tool wrote" in exported.stderr
     assert sorted(p.name for p in run.iterdir()) == held
+
+
+@pytest.mark.slow
+def test_a_damaged_image_under_index_default_workers_is_one_line(uninterrupted_run, digits_folder, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(digits_folder / "3", images / "3")
+    noise = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(images / "3" / "broken.jpg")
+    data = (images / "3" / "broken.jpg").read_bytes()
+    (images / "3" / "broken.jpg").write_bytes(data[: len(data) // 2])  # damaged past its header
+    completed = run_script(INDEX, "--model", str(uninterrupted_run), "--images", str(images), "--out", str(tmp_path / "index"), expect_success=False)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = [line for line in completed.stderr.strip().splitlines() if line.startswith("index.py:")]
+    assert len(lines) == 1 and "broken.jpg" in lines[0] and "Traceback" not in completed.stderr
