@@ -31,7 +31,7 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--data-root", help="the dataset folder (sets data.root); default: the run's own")
     parser.add_argument("--out", type=Path, help="a new folder for metrics.json and plots/ (default <run>/evaluations/<name>)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* and eval.* overrides, e.g. eval.knn=torch")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may sit before or after the options
 
 
 def fail(message: str, exit_code: int = 2) -> int:

@@ -36,7 +36,7 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--data-root", help="the dataset folder (sets data.root)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint, with its saved config")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loss.name=triplet")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may sit before or after the options
 
 
 def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+import numpy as np
 
 from torchvision.transforms import Compose, Normalize, ToTensor
 from torchvision.transforms.functional import pil_to_tensor
@@ -36,7 +39,8 @@ class DecodedImageCache(ImageDataset):
     """:class:`ImageDataset` with a deterministic eval transform, keeping each image after its first decode.
 
     An image is decoded, resized and cropped once and kept as uint8 pixels (3 x H x W bytes); every later access
-    only normalises them, giving exactly what the transform gives. The cache lives in the process that reads the
+    only normalises them, giving exactly what the transform gives. Each access checks the file's size and
+    modification time, so an image replaced on disk is decoded again (a stat, not a read). The cache lives in the process that reads the
     dataset: load it without workers (``num_workers=0``), or each worker would fill a copy that dies with it. Under
     several processes each holds the images of its own share of the batches.
 
@@ -52,10 +56,22 @@ class DecodedImageCache(ImageDataset):
 
     @property
     def cached_bytes(self) -> int:
-        return sum(p.numel() for p in self.pixels.values())
+        return sum(pixels.numel() for _, pixels in self.pixels.values())
 
     def __getitem__(self, index: int) -> tuple:
-        pixels = self.pixels.get(index)
-        if pixels is None:
-            pixels = self.pixels[index] = pil_to_tensor(self.to_image(load_rgb(self.images, index)))
-        return self.to_input(pixels), int(self.images.labels[index]), index
+        stamp = self._file_stamp(index)
+        cached = self.pixels.get(index)
+        if cached is None or (stamp is not None and cached[0] != stamp):  # a file replaced since: decoded again
+            cached = self.pixels[index] = (stamp, pil_to_tensor(self.to_image(load_rgb(self.images, index))))
+        return self.to_input(cached[1]), int(self.images.labels[index]), index
+
+    def _file_stamp(self, index: int) -> "tuple | None":
+        """The image file's size and modification time (nanoseconds), or None for images held in memory."""
+        source = self.images.images
+        if isinstance(source, np.ndarray):
+            return None
+        try:
+            status = os.stat(source[index])
+        except OSError:
+            return None  # gone since its decode: the decode stands (a missing file is named where it is first read)
+        return status.st_size, status.st_mtime_ns

@@ -33,6 +33,7 @@ from .builders import (
 )
 from .checkpoints import CheckpointKeeper
 from .config import ConfigError, RecipeConfig, load_config, save_config
+from .data_fingerprint import FINGERPRINT_FILE, data_changes, write_fingerprint
 from .evaluator import RunEvaluator, evaluation_sets
 from .export import save_run_model
 from .hooks import RunHook
@@ -75,6 +76,12 @@ class RecipeRun:
             )
         set_seed(c.run.seed)
         self.splits = build_splits(c)
+        changed = data_changes(self.run.root, self.splits) if resume and not evaluation_only else None
+        if changed:
+            raise ConfigError(
+                f"--resume {self.run.root}: the data changed since the run started ({changed}). Resume on the data it "
+                "started with, or start a new run (run.name=...)."
+            )
         num_classes = int(self.splits.train.labels.max()) + 1
         model = build_model(c)
         train_transform, eval_transform = build_transforms(
@@ -130,6 +137,8 @@ class RecipeRun:
             self.run.truncate_logs(self.progress.epoch, self.progress.global_step)
             if not resume:
                 save_config(config, self.run.config)
+            if not resume or not (self.run.root / FINGERPRINT_FILE).is_file():
+                write_fingerprint(self.run.root, self.splits)
         self.log = RunLog(self.accelerator, self.run, c)
 
     @property

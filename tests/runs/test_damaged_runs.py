@@ -130,3 +130,18 @@ def test_too_few_classes_for_a_batch_says_how_many_validation_took(digits_folder
         "train.batch_size=40", "train.samples_per_class=8", expect_success=False,
     )  # fmt: skip
     assert "other classes are held out for validation" in _one_line_error(completed)
+
+
+@pytest.mark.slow
+def test_resume_on_changed_images_names_what_changed(digits_folder, tmp_path):
+    data = tmp_path / "digits"
+    shutil.copytree(digits_folder, data)
+    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(data), f"run.output_dir={tmp_path}", *ONE_STEP]
+    run_train_script(*common, "run.name=changed", "train.epochs=2", "train.stop_after_epoch=1")
+    for path in sorted((data / "0").iterdir())[:3]:
+        path.unlink()
+    gone = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
+    assert "the data changed since the run started (train:" in _one_line_error(gone)
+    shutil.copytree(data / "9", data / "4x")  # a new training class (classes 0-4 train after sorting: 0, 1, 2, 3, 4, 4x)
+    added = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
+    assert "classes added: 4x" in _one_line_error(added) and "architecture" not in added.stderr

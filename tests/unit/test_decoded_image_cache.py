@@ -44,3 +44,16 @@ def test_a_transform_the_cache_cannot_rebuild_is_refused_with_the_setting_to_cha
     for transform in (transforms.ToTensor(), transforms.Compose([transforms.ToTensor(), transforms.Resize(8)])):
         with pytest.raises(ConfigError, match="data.cache_eval_images=false"):
             DecodedImageCache(images, transform)
+
+
+def test_an_image_replaced_on_disk_is_decoded_again(tmp_path):
+    import os
+
+    images = _image_files(tmp_path)
+    _, eval_transform = build_transforms(create_embedding_model("test_resnet", 8).backbone, 32)
+    cached = DecodedImageCache(images, eval_transform)
+    first = cached[0][0]
+    Image.fromarray(np.zeros((40, 37, 3), dtype=np.uint8)).save(images.images[0])  # replaced in place
+    status = os.stat(images.images[0])
+    os.utime(images.images[0], ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))  # even within a second
+    assert torch.equal(cached[0][0], ImageDataset(images, eval_transform)[0][0]) and not torch.equal(cached[0][0], first)

@@ -52,7 +52,7 @@ def test_overrides_are_parsed_as_yaml_and_applied_last():
 
 def test_switching_the_loss_keeps_each_loss_its_own_parameters():
     config = load_config(CONFIGS[0], ["loss.name=multi_similarity", "loss.params.multi_similarity.alpha=4"])
-    assert config.loss.params["vmf"] == {"kappa": 16.0} and config.loss.params["multi_similarity"] == {"alpha": 4}
+    assert config.loss.params["vmf"] == {"kappa": 16.0, "margin": 0.0} and config.loss.params["multi_similarity"] == {"alpha": 4}
 
 
 @pytest.mark.parametrize("override", ["train.epohcs=3", "modle.backbone=resnet18", "data.image_size.x=1"])
