@@ -235,6 +235,11 @@ class CheckpointKeeper:
         for key, obj in {**self.shared, **self.per_process}.items():
             written_by = len(list(path.glob(f"{key}_process*.pt")))
             shared_but_split = key in self.shared and written_by and not (path / f"{key}.pt").is_file()
+            if key in self.per_process and written_by == 0 and (path / f"{key}.pt").is_file() and not hasattr(obj, "combine_process_states"):
+                raise ValueError(
+                    f"{path} holds the class means whole (a run without loss.shard_means) and this run shards them: "
+                    "resume it with loss.shard_means=false, or start a new run to shard them."
+                )
             if shared_but_split or (key in self.per_process and written_by != world_size and not hasattr(obj, "combine_process_states")):
                 raise ValueError(
                     f"{path} was written by {written_by} processes with sharded class means and this run has {world_size} "

@@ -138,3 +138,11 @@ def test_a_recipe_run_with_sharded_means_ends_where_the_unsharded_run_ends_and_r
     accelerate_launch(TRAIN_SCRIPT, "--resume", str(tmp_path / "stopped" / "run"), num_processes=2)
     ends = [load_file(tmp_path / d / "run" / "model" / "class_means.safetensors")["class_means"] for d in ("through", "stopped")]
     torch.testing.assert_close(ends[1], ends[0], atol=1e-6, rtol=0)
+    # An unsharded run resumed with its means sharded: the message says which setting to resume with.
+    from tests.multiprocess import accelerate_launch_command
+
+    resharded = subprocess.run(
+        accelerate_launch_command(TRAIN_SCRIPT, "--resume", str(plain / "run"), "loss.shard_means=true", "train.epochs=2", num_processes=2),
+        capture_output=True, text=True, env=child_environment(), cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert resharded.returncode != 0 and "resume it with loss.shard_means=false" in resharded.stderr, resharded.stderr[-2000:]
