@@ -130,6 +130,7 @@ def read_model_config(folder: Path) -> EmbedderConfig:
 
 
 MAX_INPUT_SIDE = 4096  # pixels: a larger eval size is a damaged file, not a model (it would allocate gigabytes)
+MAX_EMBEDDING_SIZE = 65536
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
@@ -148,8 +149,8 @@ def _config_problem(raw: dict) -> Optional[str]:
         return f"lacks {', '.join(missing)}"
     if not isinstance(raw["backbone"], str) or not raw["backbone"]:
         return f"backbone must be a timm model name, got {raw['backbone']!r}"
-    if not _is_int(raw["embedding_size"], 1):
-        return f"embedding_size must be an integer >= 1, got {raw['embedding_size']!r}"
+    if not _is_int(raw["embedding_size"], 1) or raw["embedding_size"] > MAX_EMBEDDING_SIZE:
+        return f"embedding_size must be an integer from 1 to {MAX_EMBEDDING_SIZE}, got {raw['embedding_size']!r}"
     t = raw["eval_transform"]
     if not isinstance(t, dict):
         return f"eval_transform must be an object, got {t!r}"

@@ -61,6 +61,9 @@ def check_ranges(c: RecipeConfig) -> None:
         ("run.name", c.run.name, "a folder name (not empty, no '/')", isinstance(c.run.name, str) and c.run.name.strip() not in ("", ".", "..")
          and "/" not in c.run.name),
         ("run.output_dir", c.run.output_dir, "a folder path", isinstance(c.run.output_dir, str) and c.run.output_dir.strip() != ""),
+        ("eval.metrics", c.eval.metrics, "a list of AccuracyCalculator metric names", isinstance(c.eval.metrics, list)
+         and all(isinstance(m, str) for m in c.eval.metrics)),
+
     ):
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}.")

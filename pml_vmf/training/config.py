@@ -173,7 +173,7 @@ def _valid_keys(section: Any, prefix: str = "") -> list:
 def _as_float(value: Any, dotted_key: str) -> float:
     try:
         return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(f"Config key {dotted_key!r} takes a number, got {value!r}.") from None
 
 
@@ -182,6 +182,28 @@ def _takes_float(section: type, key: str) -> bool:
     rather than compared as text."""
     annotation = typing.get_type_hints(section)[key]
     return annotation is float or float in typing.get_args(annotation)
+
+
+def _check_type(section: type, key: str, value: Any, dotted_key: str) -> Any:
+    """``value`` if the section's annotation of ``key`` admits it (``null`` only where the annotation is Optional;
+    an int where a float is; never a bool for a number), else a ConfigError that names the key."""
+    annotation = typing.get_type_hints(section)[key]
+    if annotation is Any:
+        return value
+    args = typing.get_args(annotation)
+    nullable = type(None) in args
+    kinds = [k for k in args if k is not type(None)] or [annotation]
+    if dotted_key == "run.mixed_precision" and value is False:
+        return "no"  # YAML reads `no` as false
+    if value is None:
+        if nullable:
+            return None
+    elif any(isinstance(value, k) and not (isinstance(value, bool) and k is not bool) for k in kinds):
+        return value
+    elif float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    names = " or ".join(k.__name__ for k in kinds) + (" or null" if nullable else "")
+    raise ConfigError(f"Config key {dotted_key!r} takes a {names}, got {value!r}.")
 
 
 def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
@@ -205,6 +227,7 @@ def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
                 raise ConfigError(f"Config key {dotted_key!r} is a section: set its keys, e.g. {dotted_key}.<key>=...")
             if value is not None and _takes_float(type(node), part) and not isinstance(value, bool):
                 value = _as_float(value, dotted_key)  # a None default says nothing of the type: the annotation does
+            value = _check_type(type(node), part, value, dotted_key)
             if current is not None and value is not None:
                 if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
                     value = _as_float(value, dotted_key)

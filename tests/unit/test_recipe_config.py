@@ -389,7 +389,7 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["by_loss.vmf.loss.name=triplet"], "by_loss.vmf sets loss.name"),
         (["by_loss.vmf=3"], "by_loss.vmf holds config keys for vmf's runs"),
         (["train.early_stopping_patience=0"], "at least 1"),
-        (["train.early_stopping_patience=true"], "early_stopping_patience is a number of epochs"),
+        (["train.early_stopping_patience=true"], "'train.early_stopping_patience' takes a int or null, got True"),
         (["train.batch_size=-4"], "train.batch_size must be an integer of at least 1, got -4"),
         (["train.samples_per_class=0"], "train.samples_per_class must be an integer of at least 1"),
         (["data.image_size=0"], "data.image_size must be an integer of at least 1"),
