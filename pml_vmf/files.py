@@ -99,6 +99,16 @@ def staged_folder(
         raise
 
 
+def check_out_folder(out: Path, overwrite: bool, what: str, owned_names: Sequence[str]) -> None:
+    """What a script checks of its ``--out`` before its long work: absent, or (with ``--overwrite``) a folder of its
+    own kind (:func:`check_replaceable`). Raises ``FileExistsError`` with the message to print."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and was left as it is: choose another --out, or pass --overwrite.")
+        check_replaceable(out, what, owned_names)
+
+
 def check_replaceable(final: Path, what: str, owned_names: Optional[Sequence[str]]) -> None:
     """Raises ``FileExistsError`` unless ``final`` is a folder that ``--overwrite`` may replace: one that holds the
     first of ``owned_names`` and nothing else (see :func:`staged_folder`). Scripts call it before their long work."""

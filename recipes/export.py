@@ -20,7 +20,7 @@ from pathlib import Path
 from pml_vmf.data import DatasetNotFoundError
 from pml_vmf.data.image_folder import list_images
 from pml_vmf.inference import ModelNotFoundError, load_embedder
-from pml_vmf.files import check_replaceable
+from pml_vmf.files import check_out_folder
 from pml_vmf.inference.export import EXPORT_FILES, FORMATS, ExportCheckError, export_embedder
 
 CHECK_IMAGES = 8
@@ -35,14 +35,11 @@ def main(argv: list) -> int:
     parser.add_argument("--check-images", type=Path, help="a folder of real images for the numeric check")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest difference of unit embeddings accepted")
     args = parser.parse_args(argv)
-    if args.out.exists() or args.out.is_symlink():  # before anything is loaded or written
-        try:
-            if not args.overwrite:
-                raise FileExistsError(f"{args.out} already exists and was left as it is: choose another --out, or pass --overwrite.")
-            check_replaceable(args.out, "export", EXPORT_FILES)
-        except FileExistsError as error:
-            print(f"export.py: {error}", file=sys.stderr)
-            return 2
+    try:  # before the long work, not after
+        check_out_folder(args.out, args.overwrite, "export", EXPORT_FILES)
+    except FileExistsError as error:
+        print(f"export.py: {error}", file=sys.stderr)
+        return 2
     try:
         embedder = load_embedder(args.run)
         images = list_images(args.check_images or _test_images_of(args.run))[:CHECK_IMAGES]

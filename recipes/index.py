@@ -21,7 +21,7 @@ from accelerate import Accelerator
 
 from pml_vmf.data import DatasetNotFoundError
 from pml_vmf.errors import one_line
-from pml_vmf.files import check_replaceable
+from pml_vmf.files import check_out_folder
 from pml_vmf.inference import KINDS, EmbeddingIndex, ModelNotFoundError, load_embedder
 from pml_vmf.inference.index import INDEX_FOLDER_FILES
 from pml_vmf.training.builders import multiprocess_without_cuda
@@ -41,14 +41,11 @@ def main(argv: list) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.out.exists() or args.out.is_symlink():  # before the embedding's minutes, not after
-        try:
-            if not args.overwrite:
-                raise FileExistsError(f"{args.out} already exists and was left as it is: choose another --out, or pass --overwrite.")
-            check_replaceable(args.out, "index", INDEX_FOLDER_FILES)
-        except FileExistsError as error:
-            print(f"index.py: {error}", file=sys.stderr)
-            return 2
+    try:  # before the long work, not after
+        check_out_folder(args.out, args.overwrite, "index", INDEX_FOLDER_FILES)
+    except FileExistsError as error:
+        print(f"index.py: {error}", file=sys.stderr)
+        return 2
     accelerator = Accelerator(cpu=multiprocess_without_cuda())
     try:
         embedder = load_embedder(args.model, device=accelerator.device)
