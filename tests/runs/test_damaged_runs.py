@@ -137,7 +137,10 @@ def test_resume_on_changed_images_names_what_changed(digits_folder, tmp_path):
     data = tmp_path / "digits"
     shutil.copytree(digits_folder, data)
     common = ["--config", str(DIGITS_CONFIG), "--data-root", str(data), f"run.output_dir={tmp_path}", *ONE_STEP]
-    run_train_script(*common, "run.name=changed", "train.epochs=2", "train.stop_after_epoch=1")
+    first = run_train_script(*common, "run.name=changed", "train.epochs=2", "train.stop_after_epoch=1")
+    # Every long phase shows a progress bar that names it (on stderr, from the main process).
+    for phase in ("vMF class means: a full pass over the training set", "epoch 0", "embedding the val split"):
+        assert phase in first.stderr, phase
     for path in sorted((data / "0").iterdir())[:3]:
         path.unlink()
     gone = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
