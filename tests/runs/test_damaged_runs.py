@@ -148,3 +148,11 @@ def test_resume_on_changed_images_names_what_changed(digits_folder, tmp_path):
     shutil.copytree(data / "9", data / "4x")  # a new training class (classes 0-4 train after sorting: 0, 1, 2, 3, 4, 4x)
     added = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
     assert "classes added: 4x" in _one_line_error(added) and "architecture" not in added.stderr
+
+
+def test_resume_of_a_folder_without_a_run_says_so(tmp_path):
+    missing = run_train_script("--resume", str(tmp_path / "nowhere"), expect_success=False)
+    assert "the folder does not exist; pass a run folder" in _one_line_error(missing)
+    (tmp_path / "empty").mkdir()
+    empty = run_train_script("--resume", str(tmp_path / "empty"), expect_success=False)
+    assert "holds no run (no config.yaml)" in _one_line_error(empty) and "Config file" not in empty.stderr
