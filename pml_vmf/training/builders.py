@@ -44,8 +44,8 @@ def _number(value) -> bool:
 def check_ranges(c: RecipeConfig) -> None:
     """Rejects values outside their range (rates, probabilities, crop scales, normalisation), naming the key."""
     for key, value, rule, ok in (
-        ("optim.lr", c.optim.lr, "a number > 0", _number(c.optim.lr) and c.optim.lr > 0),
-        ("optim.loss_lr", c.optim.loss_lr, "a number > 0", _number(c.optim.loss_lr) and c.optim.loss_lr > 0),
+        ("optim.lr", c.optim.lr, "a number >= 0 (0 freezes the network)", _number(c.optim.lr) and c.optim.lr >= 0),
+        ("optim.loss_lr", c.optim.loss_lr, "a number >= 0", _number(c.optim.loss_lr) and c.optim.loss_lr >= 0),
         ("optim.backbone_lr", c.optim.backbone_lr, "a number >= 0 or null", c.optim.backbone_lr is None or (_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0)),
         ("optim.weight_decay", c.optim.weight_decay, "a number >= 0", _number(c.optim.weight_decay) and c.optim.weight_decay >= 0),
         ("data.hflip", c.data.hflip, "a probability in [0, 1]", _number(c.data.hflip) and 0 <= c.data.hflip <= 1),
