@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, is_distributed, lmu
+from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
 from .class_means import predict_nearest_mean
 from .sharding import (
     ClassShard, check_equal_batches, gather, gather_with_grad, sample_classes, sharded_cross_entropy, sharded_nearest_mean,
@@ -175,7 +175,7 @@ class VMFLoss(BaseMetricLossFunction):
             return self.zero_losses()  # as PML's losses do: a zero that backpropagates, not the NaN mean of nothing
         weights, non_finite = None, ~torch.isfinite(embeddings).all(dim=1)
         if indices_tuple is not None:
-            if is_distributed() and _largest_index(indices_tuple) >= embeddings.shape[0]:  # one read, only there
+            if _selects_more_than(indices_tuple, embeddings.shape[0]):  # shapes only: nothing is read from the device
                 raise ValueError(
                     f"The miner's selection indexes samples beyond the {embeddings.shape[0]} VMFLoss got: "
                     "the miner saw the gathered global batch (PML's DistributedMinerWrapper) and the loss this process's "
@@ -320,7 +320,8 @@ def _some_classes(labels: torch.Tensor) -> str:
     return f"{classes[:10]}{'...' if len(classes) > 10 else ''}"
 
 
-def _largest_index(indices_tuple: tuple) -> int:
-    """The largest sample index a miner's tuple holds (-1 when it selects nothing)."""
-    largest = [t.max() for t in indices_tuple if t.numel()]
-    return int(torch.stack(largest).max()) if largest else -1
+def _selects_more_than(indices_tuple: tuple, batch: int) -> bool:
+    """Whether a GlobalMeanMiner selection (each sample at most once as a self-positive, no negatives) names more
+    samples than the batch holds: the miner saw a gathered global batch, the loss this process's share."""
+    anchors, positives, *negatives = indices_tuple
+    return len(indices_tuple) == 4 and negatives[1].numel() == 0 and anchors.shape == positives.shape and len(anchors) > batch
