@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import sys
 import time
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Input checks shared by the loss, the miner and the full pass, each failing with a message that says how to fix it."""
 
-import math
 import warnings
 
 import torch
