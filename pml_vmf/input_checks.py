@@ -1,5 +1,6 @@
 """Input checks shared by the loss, the miner and the full pass, each failing with a message that says how to fix it."""
 
+import math
 import warnings
 
 import torch
@@ -7,11 +8,21 @@ import torch
 from .pml_api import BaseDistance, DotProductSimilarity
 
 
+def is_finite_number(value) -> bool:
+    """An int or float (never a bool) that is finite: what a numeric setting read from JSON or YAML must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int_at_least(value, least: int) -> bool:
+    """An int (never a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def check_num_classes_and_size(num_classes: int, embedding_size: int) -> None:
     """Rejects a class count below two or a non-positive embedding width."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_int_at_least(num_classes, 2):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
-    if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size < 1:
+    if not is_int_at_least(embedding_size, 1):
         raise ValueError(f"embedding_size must be a positive integer, got {embedding_size!r}.")
 
 

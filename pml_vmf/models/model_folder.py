@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from ..errors import DamagedFileError, UnsafeFileError
 from ..files import make_readable, staged_folder
+from ..input_checks import is_finite_number, is_int_at_least
 from .embedding_model import EmbeddingModel, create_embedding_model
 
 CONFIG_FILE = "embedder.json"
@@ -134,14 +134,6 @@ MAX_EMBEDDING_SIZE = 65536
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
-def _is_int(value, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _config_problem(raw: dict) -> Optional[str]:
     """What is wrong with the values of an ``embedder.json`` (types and bounds), or None."""
     missing = [key for key in ("backbone", "embedding_size", "eval_transform") if key not in raw]
@@ -149,7 +141,7 @@ def _config_problem(raw: dict) -> Optional[str]:
         return f"lacks {', '.join(missing)}"
     if not isinstance(raw["backbone"], str) or not raw["backbone"]:
         return f"backbone must be a timm model name, got {raw['backbone']!r}"
-    if not _is_int(raw["embedding_size"], 1) or raw["embedding_size"] > MAX_EMBEDDING_SIZE:
+    if not is_int_at_least(raw["embedding_size"], 1) or raw["embedding_size"] > MAX_EMBEDDING_SIZE:
         return f"embedding_size must be an integer from 1 to {MAX_EMBEDDING_SIZE}, got {raw['embedding_size']!r}"
     t = raw["eval_transform"]
     if not isinstance(t, dict):
@@ -158,19 +150,19 @@ def _config_problem(raw: dict) -> Optional[str]:
         if key not in t:
             return f"eval_transform lacks {key}"
     size = t["input_size"]
-    if not (isinstance(size, list) and len(size) == 3 and size[0] == 3 and all(_is_int(v, 1) and v <= MAX_INPUT_SIDE for v in size[1:])):
+    if not (isinstance(size, list) and len(size) == 3 and size[0] == 3 and all(is_int_at_least(v, 1) and v <= MAX_INPUT_SIDE for v in size[1:])):
         return f"eval_transform.input_size must be [3, H, W] with sides 1 to {MAX_INPUT_SIDE}, got {size!r}"
     if t["interpolation"] not in INTERPOLATIONS:
         return f"eval_transform.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {t['interpolation']!r}"
     for key in ("mean", "std"):
-        if not (isinstance(t[key], list) and len(t[key]) == 3 and all(_is_number(v) for v in t[key])) or (key == "std" and min(t[key]) <= 0):
+        if not (isinstance(t[key], list) and len(t[key]) == 3 and all(is_finite_number(v) for v in t[key])) or (key == "std" and min(t[key]) <= 0):
             return f"eval_transform.{key} must be three {'positive ' if key == 'std' else ''}numbers, got {t[key]!r}"
-    if not (_is_number(t["crop_pct"]) and 0 < t["crop_pct"] <= 2):
+    if not (is_finite_number(t["crop_pct"]) and 0 < t["crop_pct"] <= 2):
         return f"eval_transform.crop_pct must be in (0, 2], got {t['crop_pct']!r}"
     if t.get("crop_mode") not in (None, "center", "squash", "border"):
         return f"eval_transform.crop_mode must be center, squash, border or null, got {t['crop_mode']!r}"
     kappa = raw.get("kappa")
-    if kappa is not None and not (_is_number(kappa) and kappa > 0):
+    if kappa is not None and not (is_finite_number(kappa) and kappa > 0):
         return f"kappa must be a positive number (or null), got {kappa!r}"
     names = raw.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):

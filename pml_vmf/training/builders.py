@@ -11,6 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from ..data import DecodedImageCache, ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
+from ..input_checks import is_finite_number, is_int_at_least
 from ..models import EmbeddingModel, create_embedding_model
 from ..sharding import ClassShard
 from .config import ConfigError, RecipeConfig
@@ -37,40 +38,35 @@ def _config_value(c: RecipeConfig, dotted_key: str):
     return getattr(getattr(c, section), key)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_ranges(c: RecipeConfig) -> None:
     """Rejects values outside their range (rates, probabilities, crop scales, normalisation), naming the key."""
     for key, value, rule, ok in (
-        ("optim.lr", c.optim.lr, "a number >= 0 (0 freezes the network)", _number(c.optim.lr) and c.optim.lr >= 0),
-        ("optim.loss_lr", c.optim.loss_lr, "a number >= 0", _number(c.optim.loss_lr) and c.optim.loss_lr >= 0),
-        ("optim.backbone_lr", c.optim.backbone_lr, "a number >= 0 or null", c.optim.backbone_lr is None or (_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0)),
-        ("optim.weight_decay", c.optim.weight_decay, "a number >= 0", _number(c.optim.weight_decay) and c.optim.weight_decay >= 0),
-        ("data.hflip", c.data.hflip, "a probability in [0, 1]", _number(c.data.hflip) and 0 <= c.data.hflip <= 1),
-        ("data.color_jitter", c.data.color_jitter, "a number in [0, 1]", _number(c.data.color_jitter) and 0 <= c.data.color_jitter <= 1),
-        ("data.val_fraction", c.data.val_fraction, "a share in [0, 1)", _number(c.data.val_fraction) and 0 <= c.data.val_fraction < 1),
+        ("optim.lr", c.optim.lr, "a number >= 0 (0 freezes the network)", is_finite_number(c.optim.lr) and c.optim.lr >= 0),
+        ("optim.loss_lr", c.optim.loss_lr, "a number >= 0", is_finite_number(c.optim.loss_lr) and c.optim.loss_lr >= 0),
+        ("optim.backbone_lr", c.optim.backbone_lr, "a number >= 0 or null", c.optim.backbone_lr is None or (is_finite_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0)),
+        ("optim.weight_decay", c.optim.weight_decay, "a number >= 0", is_finite_number(c.optim.weight_decay) and c.optim.weight_decay >= 0),
+        ("data.hflip", c.data.hflip, "a probability in [0, 1]", is_finite_number(c.data.hflip) and 0 <= c.data.hflip <= 1),
+        ("data.color_jitter", c.data.color_jitter, "a number in [0, 1]", is_finite_number(c.data.color_jitter) and 0 <= c.data.color_jitter <= 1),
+        ("data.val_fraction", c.data.val_fraction, "a share in [0, 1)", is_finite_number(c.data.val_fraction) and 0 <= c.data.val_fraction < 1),
         ("data.max_images_per_class", c.data.max_images_per_class, "an integer >= 1 or null", c.data.max_images_per_class is None
-         or (isinstance(c.data.max_images_per_class, int) and not isinstance(c.data.max_images_per_class, bool) and c.data.max_images_per_class >= 1)),
+         or is_int_at_least(c.data.max_images_per_class, 1)),
         ("data.train_scale", c.data.train_scale, "[low, high] with 0 < low <= high <= 1 (shares of the image area)",
-         isinstance(c.data.train_scale, list) and len(c.data.train_scale) == 2 and all(_number(v) for v in c.data.train_scale)
+         isinstance(c.data.train_scale, list) and len(c.data.train_scale) == 2 and all(is_finite_number(v) for v in c.data.train_scale)
          and 0 < c.data.train_scale[0] <= c.data.train_scale[1] <= 1),
         ("eval.recall_at", c.eval.recall_at, "a list of integers >= 1, e.g. [1, 2, 4, 8]", isinstance(c.eval.recall_at, list)
-         and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in c.eval.recall_at)),
+         and all(is_int_at_least(k, 1) for k in c.eval.recall_at)),
         ("run.name", c.run.name, "a folder name (not empty, no '/')", isinstance(c.run.name, str) and c.run.name.strip() not in ("", ".", "..")
          and "/" not in c.run.name),
         ("run.output_dir", c.run.output_dir, "a folder path", isinstance(c.run.output_dir, str) and c.run.output_dir.strip() != ""),
         ("eval.metrics", c.eval.metrics, "a list of AccuracyCalculator metric names", isinstance(c.eval.metrics, list)
          and all(isinstance(m, str) for m in c.eval.metrics)),
-
     ):
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}.")
     for key, value, positive in (("data.mean", c.data.mean, False), ("data.std", c.data.std, True)):
         if value is None:
             continue
-        if not (isinstance(value, list) and len(value) == 3 and all(_number(v) for v in value)) or (positive and min(value) <= 0):
+        if not (isinstance(value, list) and len(value) == 3 and all(is_finite_number(v) for v in value)) or (positive and min(value) <= 0):
             need = "three numbers > 0 (one per RGB channel)" if positive else "three numbers (one per RGB channel)"
             raise ConfigError(f"{key} must be {need}, or null for the backbone's own; got {value!r}.")
 
@@ -80,7 +76,7 @@ def check_config(c: RecipeConfig) -> None:
     for keys, least in ((POSITIVE_KEYS, 1), (NON_NEGATIVE_KEYS, 0)):
         for key in keys:
             value = _config_value(c, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_int_at_least(value, least):
                 raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}.")
     if c.train.max_steps_per_epoch is not None and c.train.max_steps_per_epoch < 1:
         raise ConfigError(f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}.")
