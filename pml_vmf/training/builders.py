@@ -191,24 +191,28 @@ def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> T
     return loss
 
 
+def group_settings(c: RecipeConfig, groups: list) -> list:
+    """``(config key, learning rate, weight decay)`` of each parameter group, in :func:`build_optimizer`'s order:
+    backbone (``optim.backbone_lr``, default ``optim.lr``), head (``optim.lr``), then the loss's own parameters
+    (``optim.loss_lr``); scalars (a learned kappa) without weight decay, which would pull them to 0."""
+    backbone_key = "optim.lr" if c.optim.backbone_lr is None else "optim.backbone_lr"
+    settings = [(backbone_key, c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr, c.optim.weight_decay),
+                ("optim.lr", c.optim.lr, c.optim.weight_decay)]  # fmt: skip
+    for params in groups[2:]:
+        settings.append(("optim.loss_lr", c.optim.loss_lr, 0.0 if all(p.ndim == 0 for p in params) else c.optim.weight_decay))
+    return settings
+
+
 def build_optimizer(c: RecipeConfig, model: EmbeddingModel, loss: TrainingLoss) -> torch.optim.Optimizer:
-    """AdamW or SGD over three parameter groups: backbone (``optim.backbone_lr``, default ``optim.lr``), head
-    (``optim.lr``), and the loss's own parameters (proxies, ``optim.loss_lr``)."""
-    backbone_lr = c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr
-    groups = [
-        {"params": list(model.backbone.parameters()), "lr": backbone_lr},
-        {"params": list(model.head.parameters()), "lr": c.optim.lr},
-    ]
-    # Loss parameters at their own rate; scalars (a learned kappa) without weight decay, which would pull them to 0.
+    """AdamW or SGD over the parameter groups of :func:`group_settings`: backbone, head, and the loss's own parameters
+    (proxies; a learned kappa in a group of its own)."""
     scalars = [p for p in loss.parameters() if p.ndim == 0]
     tensors = [p for p in loss.parameters() if p.ndim > 0]
-    if tensors:
-        groups.append({"params": tensors, "lr": c.optim.loss_lr})
-    if scalars:
-        groups.append({"params": scalars, "lr": c.optim.loss_lr, "weight_decay": 0.0})
+    params = [list(model.backbone.parameters()), list(model.head.parameters())] + [g for g in (tensors, scalars) if g]
+    groups = [{"params": p, "lr": lr, "weight_decay": decay} for p, (_, lr, decay) in zip(params, group_settings(c, params))]
     if c.optim.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=c.optim.weight_decay)
-    return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=c.optim.weight_decay)
+        return torch.optim.AdamW(groups)
+    return torch.optim.SGD(groups, momentum=0.9, nesterov=True)
 
 
 def lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine: bool) -> list:
@@ -225,16 +229,14 @@ def lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine
 
 
 def apply_optimizer_settings(c: RecipeConfig, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> list:
-    """Puts ``c``'s learning rates and weight decay into a restored optimizer and schedule (a resumed run's
-    overrides), keeping the schedule's position; returns ``["optim.lr 0.001 -> 0.0005", ...]`` for what changed."""
-    backbone_lr = c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr
-    bases = [backbone_lr, c.optim.lr] + [c.optim.loss_lr] * (len(optimizer.param_groups) - 2)
-    keys = ["optim.backbone_lr" if c.optim.backbone_lr is not None else "optim.lr", "optim.lr"] + ["optim.loss_lr"] * (len(bases) - 2)
+    """Puts ``c``'s learning rates and weight decay (:func:`group_settings`) into a restored optimizer and schedule (a
+    resumed run's overrides), keeping the schedule's position; returns ``["optim.lr 0.001 -> 0.0005", ...]`` for
+    what changed."""
     changed = {}
-    for i, (group, base, key) in enumerate(zip(optimizer.param_groups, bases, keys)):
+    settings = group_settings(c, [group["params"] for group in optimizer.param_groups])
+    for i, (group, (key, base, decay)) in enumerate(zip(optimizer.param_groups, settings)):
         if scheduler.base_lrs[i] != base:
             changed.setdefault(key, f"{key} {scheduler.base_lrs[i]:g} -> {base:g}")
-        decay = 0.0 if i >= 2 and all(p.ndim == 0 for p in group["params"]) else c.optim.weight_decay  # as built
         if group.get("weight_decay") != decay:
             changed.setdefault("optim.weight_decay", f"optim.weight_decay {group.get('weight_decay'):g} -> {decay:g}")
         group["weight_decay"] = decay
