@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from ..errors import DamagedFileError
 from ..files import atomic_write_text, file_sha256
@@ -138,13 +139,13 @@ class CheckpointKeeper:
             index = self.index()
             # Prune only what intact bookkeeping says is neither last nor best: with index.json lost or naming a
             # folder that is gone, a folder's role is unknown and every one is kept (repair_index rebuilds it).
-            known = all(isinstance(index.get(k), str) and _is_checkpoint(self.folder / index[k]) for k in ("last", "best"))
+            known = self._names_checkpoints(index, "last", "best")
             index["last"] = name
             if is_best:
                 index["best"] = name
             elif not known and best_name is not None and _is_checkpoint(self.folder / best_name):
                 index["best"], known = best_name, True
-            elif not known and not (isinstance(index.get("best"), str) and _is_checkpoint(self.folder / index["best"])):
+            elif not known and not self._names_checkpoints(index, "best"):
                 index.pop("best", None)  # unknown: loading "best" falls back to the newest intact; nothing is pruned
             atomic_write_text(self.folder / INDEX, json.dumps(index, indent=2))
             if known or is_best:
@@ -158,13 +159,15 @@ class CheckpointKeeper:
         """Rebuilds ``index.json`` when it is lost, damaged or names a folder that is gone, from the checkpoint just
         loaded (``last``) and the best checkpoint's name as the run's own progress records it (``best_name``, kept
         only if that folder is there; else the last). Main process only. Returns what was repaired, or None."""
-        index = self.index()
-        intact = all(isinstance(index.get(k), str) and _is_checkpoint(self.folder / index[k]) for k in ("last", "best"))
-        if intact or not self.accelerator.is_main_process:
+        if self._names_checkpoints(self.index(), "last", "best") or not self.accelerator.is_main_process:
             return None
         best = best_name if best_name and _is_checkpoint(self.folder / best_name) else last.name
         atomic_write_text(self.folder / INDEX, json.dumps({"last": last.name, "best": best}, indent=2))
         return f"{self.folder / INDEX} was missing or damaged: rebuilt from the checkpoints (last {last.name}, best {best})."
+
+    def _names_checkpoints(self, index: dict, *keys: str) -> bool:
+        """Whether ``index`` (as :meth:`index` read it) names a checkpoint folder of this run for every key."""
+        return all(key in index and _is_checkpoint(self.folder / index[key]) for key in keys)
 
     def path(self, which: str) -> Optional[Path]:
         """The ``last`` or ``best`` checkpoint folder ``index.json`` names, or None when there is none yet."""
@@ -247,15 +250,6 @@ class CheckpointKeeper:
                     f"on {written_by} processes (accelerate launch --num_processes {written_by}) with loss.shard_means=true."
                 )
 
-    @staticmethod
-    def _raise_mismatch(path: Path, error: RuntimeError) -> None:
-        """load_state_dict's size mismatch: the config that built the run differs from the checkpoint's."""
-        first = " ".join(str(error).strip().splitlines()[:2])
-        raise CheckpointMismatchError(
-            f"{path} does not fit this run's model or loss ({first[:300]}): a --resume keeps the run's "
-            "architecture (model.*, loss.name and the loss's size); remove the override that changes it, or start a new run."
-        ) from None
-
     def _load_folder(self, path: Path) -> None:
         self._check_process_layout(path)
         try:
@@ -271,13 +265,15 @@ class CheckpointKeeper:
                 obj.load_state_dict(_load_tensors(path / f"{key}.pt"))
         except pickle.UnpicklingError:  # accelerate's weights_only load refused a file: name it
             raise DamagedFileError(f"{_first_unsafe_file(path)} holds more than tensors and plain values, and is not loaded.") from None
-        except Exception as error:
-            if type(error).__name__ != "SafetensorError" and not isinstance(error, (KeyError, EOFError)):
-                if not isinstance(error, RuntimeError):
-                    raise
-                return self._raise_mismatch(path, error)
+        except (SafetensorError, KeyError, EOFError) as error:
             # A file that passed the manifest but is not what its name says (written so by hand, or by a newer tool).
             raise DamagedFileError(f"{path} holds a file its loader cannot read ({type(error).__name__}: {str(error)[:200]}): this checkpoint is damaged.") from None
+        except RuntimeError as error:  # load_state_dict's size mismatch: the config that built the run differs
+            first = " ".join(str(error).strip().splitlines()[:2])
+            raise CheckpointMismatchError(
+                f"{path} does not fit this run's model or loss ({first[:300]}): a --resume keeps the run's "
+                "architecture (model.*, loss.name and the loss's size); remove the override that changes it, or start a new run."
+            ) from None
         rank, world_size = self.accelerator.process_index, self.accelerator.num_processes
         for key, obj in self.per_process.items():
             files = sorted(path.glob(f"{key}_process*.pt"), key=lambda f: int(f.stem.rsplit("process", 1)[1]))
