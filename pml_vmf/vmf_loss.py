@@ -173,7 +173,7 @@ class VMFLoss(BaseMetricLossFunction):
         labels = check_batch(embeddings, labels, self.num_classes, self.embedding_size)
         if embeddings.shape[0] == 0 and self.shard is None:
             return self.zero_losses()  # as PML's losses do: a zero that backpropagates, not the NaN mean of nothing
-        weights, non_finite = None, ~torch.isfinite(embeddings).all(dim=1)
+        weights, given = None, embeddings
         if indices_tuple is not None:
             if _selects_more_than(indices_tuple, embeddings.shape[0]):  # shapes only: nothing is read from the device
                 raise ValueError(
@@ -198,6 +198,7 @@ class VMFLoss(BaseMetricLossFunction):
         logits, mean_norms = self._logits_and_mean_norms(embeddings, rows)
         targets = labels.clamp(0, self.num_classes - 1) if targets is None else targets
         target_has_no_mean = mean_norms[targets] == 0
+        non_finite = ~torch.isfinite(given).all(dim=1)  # as given: the miner's zeros hide a NaN row
         num_without_mean, num_non_finite_without_mean = check_label_range(
             labels, self.num_classes, target_has_no_mean.sum(), (target_has_no_mean & non_finite).sum()
         )
