@@ -168,6 +168,18 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def file_problem(path: Path, expected: dict) -> "str | None":
+    """What is wrong with ``path`` against the ``{"bytes": ..., "sha256": ...}`` recorded when it was written
+    (missing, truncated, altered), or None."""
+    if not path.is_file():
+        return f"{path} is missing"
+    if path.stat().st_size != expected["bytes"]:
+        return f"{path} is truncated or altered ({path.stat().st_size} bytes, {expected['bytes']} written)"
+    if file_sha256(path) != expected["sha256"]:
+        return f"{path} is altered (its SHA-256 differs from the one written)"
+    return None
+
+
 def read_rows(path: Path) -> list:
     """The rows of a CSV file as dicts of strings; ``[]`` when it does not exist."""
     if not path.is_file():

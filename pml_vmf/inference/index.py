@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DamagedFileError
-from ..files import file_sha256, staged_folder
+from ..files import file_problem, file_sha256, staged_folder
 
 INDEX_FILE = "index.faiss"
 PATHS_FILE = "paths.json"
@@ -138,7 +138,9 @@ class EmbeddingIndex:
         if meta["format_version"] > FORMAT_VERSION:
             raise ValueError(f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
         for name, expected in meta.get("files", {}).items():
-            _check_file(folder / name, expected)
+            problem = file_problem(folder / name, expected)
+            if problem:
+                raise DamagedFileError(f"{problem}: build the index again.")
         index = cls(meta["dim"], meta["kind"], nlist=meta.get("nlist"), nprobe=meta.get("nprobe", 16), hnsw_m=meta.get("hnsw_m", 32), ef_search=meta.get("ef_search", 64))
         if not (folder / INDEX_FILE).is_file():
             raise DamagedFileError(f"{folder / INDEX_FILE} is missing: the index folder is incomplete; build it again.")
@@ -213,15 +215,6 @@ def _check_meta(path: Path, meta: dict) -> None:
         if name not in (INDEX_FILE, PATHS_FILE) or not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int) \
                 or isinstance(expected.get("bytes"), bool) or not isinstance(expected.get("sha256"), str):
             raise DamagedFileError(f"{path}: files.{name} must record bytes and sha256 of {INDEX_FILE} or {PATHS_FILE}: build the index again.")
-
-
-def _check_file(path: Path, expected: dict) -> None:
-    if not path.is_file():
-        raise DamagedFileError(f"{path} is missing: the index folder is incomplete; build it again.")
-    if path.stat().st_size != expected["bytes"]:
-        raise DamagedFileError(f"{path} is truncated or altered ({path.stat().st_size} bytes, {expected['bytes']} written): build the index again.")
-    if file_sha256(path) != expected["sha256"]:
-        raise DamagedFileError(f"{path} is altered (its SHA-256 differs from the one index.json records): build the index again.")
 
 
 def _read_json(path: Path, kind: type, max_bytes: int):

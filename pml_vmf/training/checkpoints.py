@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from safetensors import SafetensorError
 
 from ..errors import DamagedFileError
-from ..files import atomic_write_text, file_sha256
+from ..files import atomic_write_text, file_problem, file_sha256
 
 INDEX = "index.json"
 MANIFEST = "manifest.json"
@@ -190,13 +190,9 @@ class CheckpointKeeper:
                     or not isinstance(expected.get("bytes"), int) or not isinstance(expected.get("sha256"), str):
                 return f"{manifest_path} is damaged (its entry {name!r} is not a file name with bytes and sha256)"
         for name, expected in manifest.items():
-            file = path / name
-            if not file.is_file():
-                return f"{file} is missing"
-            if file.stat().st_size != expected["bytes"]:
-                return f"{file} is truncated or altered ({file.stat().st_size} bytes, {expected['bytes']} written)"
-            if file_sha256(file) != expected["sha256"]:
-                return f"{file} is altered (its SHA-256 differs from the one written)"
+            problem = file_problem(path / name, expected)
+            if problem:
+                return problem
         return None
 
     def load(self, which: str) -> Path:
