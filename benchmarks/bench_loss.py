@@ -96,12 +96,18 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, nargs="+", default=[100, 11318])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--inner", type=int, default=5)
-    parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables of VMFLoss and the floor")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print torch.profiler tables of VMFLoss and the floor"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     random.seed(0)
     torch.manual_seed(0)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     print(f"torch {torch.__version__} on {machine}; batch {args.batch_size}, width {args.width}, kappa {KAPPA}; "
           f"median of {args.rounds} interleaved rounds of {args.inner} steps\n")  # fmt: skip
     print("| classes | candidate | ms / step | ratio to floor |")
@@ -109,7 +115,9 @@ def main() -> None:
     for num_classes in args.num_classes:
         x = torch.randn(args.batch_size, args.width, device=device, requires_grad=True)
         labels = torch.randint(0, num_classes, (args.batch_size,), device=device)
-        medians = time_interleaved(candidates(num_classes, args.width, device), x, labels, args.rounds, args.inner, device)
+        medians = time_interleaved(
+            candidates(num_classes, args.width, device), x, labels, args.rounds, args.inner, device
+        )
         if args.profile:
             print_profiles(candidates(num_classes, args.width, device), x, labels)
         floor = medians["floor (F.cross_entropy, hand-written)"]

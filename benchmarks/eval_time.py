@@ -19,8 +19,8 @@ import time
 import torch
 
 from pml_vmf.evaluation import build_accuracy_calculator, retrieval_metrics
-from pml_vmf.pml_api import AccuracyCalculator
 from pml_vmf.evaluation.retrieval_metrics import faiss_available
+from pml_vmf.pml_api import AccuracyCalculator
 
 METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    )
     print(f"{args.num} x {args.dim} embeddings, {args.classes} classes, Recall@1,10,100,1000 + {', '.join(METRICS)}")
     print("| search | seconds | peak RSS (MiB) | MAP@R | Recall@1 |\n|---|---:|---:|---:|---:|")
     searches = (["faiss"] if faiss_available() else []) + ["torch"] + (["pml whole set"] if faiss_available() else [])
@@ -43,8 +45,10 @@ def main() -> None:
     for knn in searches:
         with context.Pool(1) as pool:  # a fresh process per search: ru_maxrss is then that search's peak
             seconds, peak, metrics = pool.apply(measure, (knn, args))
-        print(f"| {knn} | {seconds:.1f} | {peak:.0f} | {metrics['mean_average_precision_at_r']:.4f} | "
-              f"{metrics.get('recall_at_1', metrics['precision_at_1']):.4f} |")
+        print(
+            f"| {knn} | {seconds:.1f} | {peak:.0f} | {metrics['mean_average_precision_at_r']:.4f} | "
+            f"{metrics.get('recall_at_1', metrics['precision_at_1']):.4f} |"
+        )
 
 
 def random_embeddings(args: argparse.Namespace) -> tuple:
@@ -52,7 +56,9 @@ def random_embeddings(args: argparse.Namespace) -> tuple:
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, args.classes, (args.num,), generator=generator)
     centres = torch.randn(args.classes, args.dim, generator=generator)
-    return (centres[labels] + 2.0 * torch.randn(args.num, args.dim, generator=generator)).to(args.device), labels.to(args.device)
+    return (centres[labels] + 2.0 * torch.randn(args.num, args.dim, generator=generator)).to(args.device), labels.to(
+        args.device
+    )
 
 
 def measure(knn: str, args: argparse.Namespace) -> tuple:
@@ -62,7 +68,9 @@ def measure(knn: str, args: argparse.Namespace) -> tuple:
     if knn == "pml whole set":
         calculator = AccuracyCalculator(include=METRICS, k="max_bin_count", device=device)
     else:
-        calculator = build_accuracy_calculator((1, 10, 100, 1000), METRICS, knn=knn, knn_batch_size=knn_batch_size, device=device)
+        calculator = build_accuracy_calculator(
+            (1, 10, 100, 1000), METRICS, knn=knn, knn_batch_size=knn_batch_size, device=device
+        )
     started = time.perf_counter()
     metrics = retrieval_metrics(calculator, embeddings, labels)
     return time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, metrics

@@ -18,12 +18,19 @@ from pathlib import Path
 
 import torch
 
-from pml_vmf.inference import KINDS, EmbeddingIndex, recall_against_exact
 from pml_vmf.files import read_rows, write_rows
+from pml_vmf.inference import KINDS, EmbeddingIndex, recall_against_exact
 
 
 def measure(
-    size: int, dim: int, num_queries: int, kinds: list, nprobes: list, ef_searches: list, nlist: "int | None" = None, seed: int = 0
+    size: int,
+    dim: int,
+    num_queries: int,
+    kinds: list,
+    nprobes: list,
+    ef_searches: list,
+    nlist: int | None = None,
+    seed: int = 0,
 ) -> list:
     """Rows for a collection of ``size`` random unit vectors, queries being fresh random vectors: one per kind and
     search setting (IVF's ``nprobe``, HNSW's ``efSearch``; one build per kind)."""
@@ -33,7 +40,9 @@ def measure(
     return measure_vectors(data, queries, kinds, nprobes, ef_searches, nlist)
 
 
-def measure_vectors(data: torch.Tensor, queries: torch.Tensor, kinds: list, nprobes: list, ef_searches: list, nlist=None) -> list:
+def measure_vectors(
+    data: torch.Tensor, queries: torch.Tensor, kinds: list, nprobes: list, ef_searches: list, nlist=None
+) -> list:
     """The rows of :func:`measure` for given vectors and queries."""
     import faiss
 
@@ -102,7 +111,11 @@ def main(argv: list) -> int:
     if args.model is not None:
         rows = embedded_folder_rows(args.model, args.images, args.queries, args)
     else:
-        rows = [row for size in args.sizes for row in measure(size, args.dim, args.queries, args.kinds, args.nprobe, args.ef_search, args.nlist)]
+        rows = [
+            row
+            for size in args.sizes
+            for row in measure(size, args.dim, args.queries, args.kinds, args.nprobe, args.ef_search, args.nlist)
+        ]
     print("| vectors | kind | settings | build s | search s / 1,000 queries | recall@10 vs flat | index MiB |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for r in rows:

@@ -36,8 +36,18 @@ from pml_vmf.training import RecipeRun, load_config
 # Each variant sets every mean-step key, so that it measures what its name says whatever the config's own schedule.
 VARIANTS = {
     "multi_similarity": ["loss.name=multi_similarity"],
-    "vmf_full_pass": ["loss.name=vmf", "loss.mean_update=full_pass", "loss.full_pass_every=null", "loss.miner_params.vmf=null"],
-    "vmf_miner": ["loss.name=vmf", "loss.mean_update=miner", "loss.miner_params.vmf.update_every=null", "loss.full_pass_every=null"],
+    "vmf_full_pass": [
+        "loss.name=vmf",
+        "loss.mean_update=full_pass",
+        "loss.full_pass_every=null",
+        "loss.miner_params.vmf=null",
+    ],
+    "vmf_miner": [
+        "loss.name=vmf",
+        "loss.mean_update=miner",
+        "loss.miner_params.vmf.update_every=null",
+        "loss.full_pass_every=null",
+    ],
 }
 
 
@@ -77,7 +87,9 @@ def interleaved_epoch_seconds(config_path: str, variants: dict, rounds: int, out
     """
     runs = {}
     for name, overrides in variants.items():
-        runs[name] = RecipeRun(load_config(config_path, [*overrides, f"run.output_dir={output_dir}", f"run.name={name}"]))
+        runs[name] = RecipeRun(
+            load_config(config_path, [*overrides, f"run.output_dir={output_dir}", f"run.name={name}"])
+        )
         runs[name].means.before_training(0)
     seconds: dict = {name: [] for name in runs}
     names = list(runs)
@@ -94,9 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--variants", nargs="+", default=["multi_similarity", "vmf_full_pass", "vmf_miner", "vmf_every_4"])
-    parser.add_argument("--epochs", type=int, default=2, help="the least number of rounds (one epoch of each variant per round)")
-    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. run.channels_last=true")
+    parser.add_argument(
+        "--variants", nargs="+", default=["multi_similarity", "vmf_full_pass", "vmf_miner", "vmf_every_4"]
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="the least number of rounds (one epoch of each variant per round)"
+    )
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="config overrides for every variant, e.g. run.channels_last=true"
+    )
     parser.add_argument("--out", type=Path, help="CSV of the measurements")
     args = parser.parse_args()
     base = [f"data.root={args.data_root}", "data.val_fraction=0.0", "optim.head_warmup_epochs=0", *args.set]
@@ -106,16 +124,35 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as output_dir:
         for cache in ("false", "true"):
-            run = RecipeRun(load_config(args.config, [*base, f"data.cache_eval_images={cache}", f"run.output_dir={output_dir}", f"run.name=pass-{cache}"]))
+            run = RecipeRun(
+                load_config(
+                    args.config,
+                    [
+                        *base,
+                        f"data.cache_eval_images={cache}",
+                        f"run.output_dir={output_dir}",
+                        f"run.name=pass-{cache}",
+                    ],
+                )
+            )
             pieces = full_pass_pieces(run)
             del run
             gc.collect()
             print(f"full pass, cache_eval_images={cache}: {pieces}", flush=True)
             rows.append({"part": "full_pass", "variant": f"cache_eval_images={cache}", **pieces})
-        rounds = max([args.epochs, *(int(n.removeprefix("vmf_every_")) for n in args.variants if n.startswith("vmf_every_"))])
+        rounds = max(
+            [args.epochs, *(int(n.removeprefix("vmf_every_")) for n in args.variants if n.startswith("vmf_every_"))]
+        )
         variants = {name: [*base, *variant_overrides(name)] for name in args.variants}
         for name, seconds in interleaved_epoch_seconds(args.config, variants, rounds, output_dir).items():
-            rows.append({"part": "epoch", "variant": name, "mean_epoch_s": statistics.mean(seconds), "epochs_s": " ".join(f"{s:.2f}" for s in seconds)})
+            rows.append(
+                {
+                    "part": "epoch",
+                    "variant": name,
+                    "mean_epoch_s": statistics.mean(seconds),
+                    "epochs_s": " ".join(f"{s:.2f}" for s in seconds),
+                }
+            )
     reference = next((r["mean_epoch_s"] for r in rows if r["variant"] == "multi_similarity"), None)
     print(f"\nmachine: {machine}; config {args.config} {' '.join(args.set)}")
     print("| variant | s / epoch (mean) | x multi-similarity |\n|---|---:|---:|")

@@ -17,9 +17,10 @@ import argparse
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from scipy import stats
 
@@ -62,7 +63,9 @@ def paired_difference(a: dict, b: dict, confidence: float = 0.95) -> PairedDiffe
     """
     seeds = tuple(sorted(set(a) & set(b)))
     if not seeds:
-        raise ValueError(f"The two settings share no seed (A: {sorted(a)}, B: {sorted(b)}): pair runs of the same seeds.")
+        raise ValueError(
+            f"The two settings share no seed (A: {sorted(a)}, B: {sorted(b)}): pair runs of the same seeds."
+        )
     differences = [a[s] - b[s] for s in seeds]
     mean = statistics.mean(differences)
     if len(seeds) < 2:
@@ -83,7 +86,9 @@ def values_by_seed(rows: Sequence[dict], metric: str, loss: Optional[str] = None
     losses = sorted({r["loss"] for r in final})
     if loss is None:
         if len(losses) != 1:
-            raise ValueError(f"The CSV has final runs of {len(losses)} losses ({', '.join(losses) or 'none'}): name one with --loss-a/--loss-b.")
+            raise ValueError(
+                f"The CSV has final runs of {len(losses)} losses ({', '.join(losses) or 'none'}): name one with --loss-a/--loss-b."
+            )
         loss = losses[0]
     mine = [r for r in final if r["loss"] == loss]
     if not mine:
@@ -92,9 +97,13 @@ def values_by_seed(rows: Sequence[dict], metric: str, loss: Optional[str] = None
     for row in mine:
         seed = int(row["seed"])
         if seed in values:
-            raise ValueError(f"Seed {seed} of {loss} has two final rows (two tuned values?): compare CSVs of one setting.")
+            raise ValueError(
+                f"Seed {seed} of {loss} has two final rows (two tuned values?): compare CSVs of one setting."
+            )
         if row.get(metric, "") == "":
-            raise ValueError(f"Run {row['name']} has no {metric!r}; its columns: {', '.join(k for k, v in row.items() if v != '')}.")
+            raise ValueError(
+                f"Run {row['name']} has no {metric!r}; its columns: {', '.join(k for k, v in row.items() if v != '')}."
+            )
         values[seed] = float(row[metric])
     return values
 
@@ -105,15 +114,21 @@ def markdown(result: PairedDifference, metric: str, names: tuple, digits: int = 
     for seed, a, b in zip(result.seeds, result.a, result.b):
         lines.append(f"| {seed} | {a:.{digits}f} | {b:.{digits}f} | {a - b:+.{digits}f} |")
     interval = "n/a (one seed)" if math.isnan(result.low) else f"[{result.low:+.{digits}f}, {result.high:+.{digits}f}]"
-    lines.append(f"\n{metric}, A - B over {len(result.seeds)} seeds: mean {result.mean:+.{digits}f}, 95% interval {interval}: {result.verdict}.")
+    lines.append(
+        f"\n{metric}, A - B over {len(result.seeds)} seeds: mean {result.mean:+.{digits}f}, 95% interval {interval}: {result.verdict}."
+    )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv_a", type=Path, help="setting A's runs.csv")
-    parser.add_argument("csv_b", type=Path, nargs="?", help="setting B's runs.csv (default: the same CSV, another loss)")
-    parser.add_argument("--metric", default="mean_average_precision_at_r", help="a runs.csv column (test metrics, best_val_score, ...)")
+    parser.add_argument(
+        "csv_b", type=Path, nargs="?", help="setting B's runs.csv (default: the same CSV, another loss)"
+    )
+    parser.add_argument(
+        "--metric", default="mean_average_precision_at_r", help="a runs.csv column (test metrics, best_val_score, ...)"
+    )
     parser.add_argument("--loss-a", help="A's loss, where its CSV holds several")
     parser.add_argument("--loss-b", help="B's loss, where its CSV holds several")
     args = parser.parse_args(argv)

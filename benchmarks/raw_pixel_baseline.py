@@ -19,21 +19,25 @@ from pathlib import Path
 import torch
 
 from pml_vmf.evaluation import nearest_mean_accuracy
-from pml_vmf.training import RecipeRun, load_config
 from pml_vmf.files import read_rows, write_rows
+from pml_vmf.training import RecipeRun, load_config
 
 
 def raw_pixel_metrics(config_path: str, overrides: list) -> dict:
     """Evaluates flattened eval-transformed pixels on the config's test split; see the module docstring."""
     with tempfile.TemporaryDirectory() as scratch:  # the run folder RecipeRun wants; nothing is kept
-        config = load_config(config_path, [*overrides, "train.epochs=0", f"run.output_dir={scratch}", "run.name=raw-pixels"])
+        config = load_config(
+            config_path, [*overrides, "train.epochs=0", f"run.output_dir={scratch}", "run.name=raw-pixels"]
+        )
         run = RecipeRun(config)
         evaluator = run.evaluator
         evaluator.model = torch.nn.Flatten()  # the "embedding" is the normalised image itself
         metrics = evaluator.evaluate("query", "reference" if run.splits.reference is not None else None)
         if run.splits.test_classes_are_train_classes:
             query, labels = evaluator.embeddings["query"]
-            metrics["nearest_mean_accuracy"] = nearest_mean_accuracy(query, labels, evaluator.training_set_means().means.cpu())
+            metrics["nearest_mean_accuracy"] = nearest_mean_accuracy(
+                query, labels, evaluator.training_set_means().means.cpu()
+            )
         run.accelerator.end_training()
     return metrics
 

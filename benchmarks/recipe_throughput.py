@@ -72,7 +72,9 @@ def main() -> None:
         run = RecipeRun(config)
         run.means.refresh_with_full_pass()
         c = config
-        bare_model = create_embedding_model(c.model.backbone, c.model.embedding_size, freeze_batchnorm=c.model.freeze_batchnorm).to(run.device)
+        bare_model = create_embedding_model(
+            c.model.backbone, c.model.embedding_size, freeze_batchnorm=c.model.freeze_batchnorm
+        ).to(run.device)
         dtype = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
         images_per_step = c.train.batch_size
         rates: dict = {"recipe": [], "bare loop": []}
@@ -87,10 +89,14 @@ def main() -> None:
                     seconds = bare_loop_seconds(run, bare_model, args.steps, dtype)
                 rates[name].append(args.steps * images_per_step / seconds)
     recipe, bare = statistics.median(rates["recipe"]), statistics.median(rates["bare loop"])
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {run.device}"
-          + (f" ({torch.cuda.get_device_name()})" if run.device.type == "cuda" else ""))
-    print(f"config: {args.config} {' '.join(args.overrides)}; backbone {c.model.backbone} at {c.data.image_size}px, "
-          f"batch {images_per_step}, {args.steps} steps x {args.rounds} rounds, mixed precision {args.mixed_precision}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {run.device}"
+        + (f" ({torch.cuda.get_device_name()})" if run.device.type == "cuda" else "")
+    )
+    print(
+        f"config: {args.config} {' '.join(args.overrides)}; backbone {c.model.backbone} at {c.data.image_size}px, "
+        f"batch {images_per_step}, {args.steps} steps x {args.rounds} rounds, mixed precision {args.mixed_precision}"
+    )
     print("| loop | images/s (median) | all rounds |\n|---|---:|---|")
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):.1f} | {', '.join(f'{v:.0f}' for v in values)} |")

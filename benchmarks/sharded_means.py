@@ -49,7 +49,9 @@ def seconds_per_step(loss: VMFLoss, miner: GlobalMeanMiner, batch: int, steps: i
 
 def measure(num_classes: int, sharded: bool, args: argparse.Namespace, accelerator: Accelerator) -> dict:
     shard = ClassShard.contiguous(num_classes) if sharded else None
-    loss = VMFLoss(num_classes, args.width, kappa=16.0, shard=shard, stale_means_warning_steps=None, sample_rate=args.sample_rate)
+    loss = VMFLoss(
+        num_classes, args.width, kappa=16.0, shard=shard, stale_means_warning_steps=None, sample_rate=args.sample_rate
+    )
     with torch.no_grad():
         loss.means.copy_(F.normalize(torch.randn(loss.means.shape), dim=1))
     miner = GlobalMeanMiner(loss, update_every=None)  # accumulates; the update is once per epoch
@@ -65,8 +67,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--batch", type=int, default=256, help="per process")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--sample-rate", type=float, default=1.0, help="VMFLoss(sample_rate=...): Partial FC's share of classes per softmax")
-    parser.add_argument("--sharded-only", action="store_true", help="skip every-class-on-every-process (when it does not fit)")
+    parser.add_argument(
+        "--sample-rate",
+        type=float,
+        default=1.0,
+        help="VMFLoss(sample_rate=...): Partial FC's share of classes per softmax",
+    )
+    parser.add_argument(
+        "--sharded-only", action="store_true", help="skip every-class-on-every-process (when it does not fit)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sharded_means/cpu.csv"))
     args = parser.parse_args()
     accelerator = Accelerator(cpu=True)
@@ -77,18 +86,34 @@ def main() -> None:
         replicated = {"state_mib": float("nan"), "seconds_per_step": float("nan")}
         if not args.sharded_only:
             replicated = measure(num_classes, False, args, accelerator)
-        rows.append({**sharded, "replicated_state_mib": replicated["state_mib"], "replicated_seconds_per_step": replicated["seconds_per_step"]})
+        rows.append(
+            {
+                **sharded,
+                "replicated_state_mib": replicated["state_mib"],
+                "replicated_seconds_per_step": replicated["seconds_per_step"],
+            }
+        )
     if accelerator.is_main_process:
         print(f"machine: {platform.processor() or platform.machine()}, {world} processes (gloo), {torch.get_num_threads()} "
               f"thread(s) each; embedding {args.width}, batch {args.batch} per process, sample rate {args.sample_rate}, median of {args.steps} steps")  # fmt: skip
-        print("| classes | state MiB / process, sharded | every class | ratio (1/W = %.3f) | s / step, sharded | every class | ratio |" % (1 / world))
+        print(
+            "| classes | state MiB / process, sharded | every class | ratio (1/W = %.3f) | s / step, sharded | every class | ratio |"
+            % (1 / world)
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['classes']:,} | {r['state_mib']:.1f} | {r['replicated_state_mib']:.1f} | {r['state_mib'] / r['replicated_state_mib']:.3f} "
                   f"| {r['seconds_per_step']:.3f} | {r['replicated_seconds_per_step']:.3f} "
                   f"| {r['seconds_per_step'] / r['replicated_seconds_per_step']:.2f} |")  # fmt: skip
         previous = read_rows(args.out)
-        write_rows(args.out, previous + [{**r, "processes": world, "width": args.width, "batch": args.batch, "sample_rate": args.sample_rate} for r in rows])
+        write_rows(
+            args.out,
+            previous
+            + [
+                {**r, "processes": world, "width": args.width, "batch": args.batch, "sample_rate": args.sample_rate}
+                for r in rows
+            ],
+        )
     accelerator.end_training()
 
 

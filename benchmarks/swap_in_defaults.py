@@ -29,8 +29,9 @@ import csv
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from pytorch_metric_learning import losses, miners, testers
@@ -103,7 +104,7 @@ LOSSES = {name: build for name, build in LOSSES.items() if build is not None}
 BASELINES = [name for name in LOSSES if not name.startswith("vmf")]
 
 
-def split_digits(split: str, phase: str) -> "tuple[tuple, tuple]":
+def split_digits(split: str, phase: str) -> tuple[tuple, tuple]:
     """``((train inputs, labels), (eval inputs, labels))`` of one split and phase; labels remapped to 0..C-1."""
     inputs, labels = load_digits(return_X_y=True)
     inputs = torch.tensor(inputs, dtype=torch.float32) / 16.0
@@ -174,7 +175,9 @@ def evaluate(net: torch.nn.Module, evaluation: tuple) -> dict:
     return {metric: accuracies[f"{metric}_level0"] for metric in METRICS}
 
 
-def run(splits: Sequence[str], phases: Sequence[str], loss_names: Sequence[str], seeds: Sequence[int], out: Path) -> None:
+def run(
+    splits: Sequence[str], phases: Sequence[str], loss_names: Sequence[str], seeds: Sequence[int], out: Path
+) -> None:
     done = set()
     if out.exists():
         with out.open() as f:
@@ -192,7 +195,13 @@ def run(splits: Sequence[str], phases: Sequence[str], loss_names: Sequence[str],
                     for seed in seeds:
                         if (split, phase, loss_name, str(seed)) in done:
                             continue
-                        row = {"split": split, "phase": phase, "loss": loss_name, "seed": seed, "num_classes": int(train[1].max()) + 1}
+                        row = {
+                            "split": split,
+                            "phase": phase,
+                            "loss": loss_name,
+                            "seed": seed,
+                            "num_classes": int(train[1].max()) + 1,
+                        }
                         start = time.perf_counter()
                         try:
                             if loss_name == "untrained":
@@ -211,8 +220,12 @@ def run(splits: Sequence[str], phases: Sequence[str], loss_names: Sequence[str],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", nargs="+", default=["digits", "digits_disjoint"], choices=["digits", "digits_disjoint"])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--split", nargs="+", default=["digits", "digits_disjoint"], choices=["digits", "digits_disjoint"]
+    )
     parser.add_argument("--phase", nargs="+", default=["test"], choices=["val", "test"])
     parser.add_argument("--losses", nargs="+", default=["vmf", *BASELINES], choices=sorted(LOSSES), metavar="LOSS")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])

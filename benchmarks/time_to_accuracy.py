@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the loss benchmark lives beside its CLI
 from benchmark_plots import plot_time_to_accuracy  # noqa: E402
@@ -74,10 +75,13 @@ def load_settings(folders: Sequence[Path]) -> tuple:
             }  # fmt: skip
             found.append((folder, loss, mine, {seed: curve for seed, curve in curves.items() if curve}))
     if len(metrics) > 1:
-        raise ValueError(f"The runs selected their checkpoints by different metrics ({', '.join(sorted(metrics))}): compare like with like.")
+        raise ValueError(
+            f"The runs selected their checkpoints by different metrics ({', '.join(sorted(metrics))}): compare like with like."
+        )
     losses = [loss for _, loss, _, _ in found]
     settings = [
-        Setting(loss if losses.count(loss) == 1 else f"{loss} ({folder.name})", rows, curves) for folder, loss, rows, curves in found
+        Setting(loss if losses.count(loss) == 1 else f"{loss} ({folder.name})", rows, curves)
+        for folder, loss, rows, curves in found
     ]
     return settings, metrics.pop()
 
@@ -88,9 +92,19 @@ def first_reaching(curve: Sequence[tuple], score: float) -> Optional[tuple]:
     return next(((epoch + 1, seconds) for epoch, seconds, value in curve if value >= score), None)
 
 
-def summary(settings: Sequence[Setting], metric: str, target: Optional[str] = None, test_metric: str = VALIDATION_METRIC) -> str:
+def summary(
+    settings: Sequence[Setting], metric: str, target: Optional[str] = None, test_metric: str = VALIDATION_METRIC
+) -> str:
     """Markdown: the per-setting table, then each setting's seconds to the target's best validation score."""
-    header = ["setting", "seeds", "best epoch", f"test {test_metric}", f"best val {metric}", "s to best val", "s / epoch"]
+    header = [
+        "setting",
+        "seeds",
+        "best epoch",
+        f"test {test_metric}",
+        f"best val {metric}",
+        "s to best val",
+        "s / epoch",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in settings:
         seeds = sorted(s.curves)
@@ -103,19 +117,31 @@ def summary(settings: Sequence[Setting], metric: str, target: Optional[str] = No
         lines.append("| " + " | ".join(cells) + " |")
     by_label = {s.label: s for s in settings}
     if target is None:
-        target = max(by_label, key=lambda label: statistics.mean(by_label[label].best(seed)[2] for seed in by_label[label].curves))
+        target = max(
+            by_label,
+            key=lambda label: statistics.mean(by_label[label].best(seed)[2] for seed in by_label[label].curves),
+        )
     if target not in by_label:
         raise ValueError(f"--target {target!r} is not one of the settings: {', '.join(by_label)}.")
     goal = by_label[target]
     # Epochs as well as seconds: the epoch count does not drift with the machine's load, so settings run in different
     # sessions still compare (at the seconds per epoch measured side by side, benchmarks/mean_step_cost.py).
-    lines += ["", f"Training seconds (and epochs) to reach {target}'s best validation {metric} of the same seed (never: not reached):", ""]
-    lines += ["| setting | " + " | ".join(f"seed {seed}" for seed in sorted(goal.curves)) + " |", "|" + "---|" * (len(goal.curves) + 1)]
+    lines += [
+        "",
+        f"Training seconds (and epochs) to reach {target}'s best validation {metric} of the same seed (never: not reached):",
+        "",
+    ]
+    lines += [
+        "| setting | " + " | ".join(f"seed {seed}" for seed in sorted(goal.curves)) + " |",
+        "|" + "---|" * (len(goal.curves) + 1),
+    ]
     for s in settings:
         cells = []
         for seed in sorted(goal.curves):
             reached = first_reaching(s.curves[seed], goal.best(seed)[2]) if seed in s.curves else None
-            cells.append("" if seed not in s.curves else ("never" if reached is None else f"{reached[1]:.0f} ({reached[0]} ep)"))
+            cells.append(
+                "" if seed not in s.curves else ("never" if reached is None else f"{reached[1]:.0f} ({reached[0]} ep)")
+            )
         lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -124,7 +150,9 @@ def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="benchmark folders (recipes/benchmark.py --out)")
     parser.add_argument("--out", type=Path, required=True, help="the figure to write (PNG)")
-    parser.add_argument("--target", help="the setting whose best validation score the others race to (default: the best)")
+    parser.add_argument(
+        "--target", help="the setting whose best validation score the others race to (default: the best)"
+    )
     parser.add_argument("--test-metric", default=VALIDATION_METRIC, help="the test column of the table")
     args = parser.parse_args(argv)
     try:

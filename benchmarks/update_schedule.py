@@ -66,7 +66,9 @@ def run(name: str, schedule: dict, train: TensorDataset, test: TensorDataset, ar
         seed_missing_means=not full_pass,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed + 1))
+    loader = DataLoader(
+        train, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed + 1)
+    )
     start = time.perf_counter()
     for _ in range(args.epochs):
         if full_pass:

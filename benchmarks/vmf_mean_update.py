@@ -15,7 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the loss benchmark's runner lives beside its CLI
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "recipes")
+)  # the loss benchmark's runner lives beside its CLI
 from loss_benchmark import PlannedRun, mean_and_spread, run_one  # noqa: E402
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows  # noqa: E402
@@ -29,7 +31,11 @@ VARIANTS = {
     "every_50_steps": [MINER, NO_PASSES, f"{STEP}=50"],
     "per_epoch": [MINER, NO_PASSES, f"{STEP}=null"],  # accumulate over the epoch, publish at its end
     "every_10_steps_momentum_0.5": [MINER, NO_PASSES, f"{STEP}=10", "loss.miner_params.vmf.momentum=0.5"],
-    "full_pass": ["loss.mean_update=full_pass", NO_PASSES, "loss.miner_params.vmf=null"],  # exact means after each epoch, no miner
+    "full_pass": [
+        "loss.mean_update=full_pass",
+        NO_PASSES,
+        "loss.miner_params.vmf=null",
+    ],  # exact means after each epoch, no miner
 }
 COLUMNS = ("mean_average_precision_at_r", "recall_at_1", "best_val_map_at_r", "seconds_per_epoch", "peak_memory_mb")
 
@@ -55,7 +61,9 @@ def main(argv: list) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument(
+        "--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run"
+    )
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     csv_path = args.out / "runs.csv"
@@ -65,7 +73,9 @@ def main(argv: list) -> int:
             name = f"{variant}-seed{seed}"
             if any(r["name"] == name for r in rows):
                 continue
-            row = run_one(args.config, [*overrides, *VARIANTS[variant]], PlannedRun(name, "final", "vmf", seed), args.out / "runs")
+            row = run_one(
+                args.config, [*overrides, *VARIANTS[variant]], PlannedRun(name, "final", "vmf", seed), args.out / "runs"
+            )
             write_rows(csv_path, [*rows, {"variant": variant, **row}])
     rows = read_rows(csv_path)  # the summary covers every run in the folder, e.g. one variant with more seeds
     atomic_write_text(args.out / "summary.md", summary_table(rows))

@@ -38,8 +38,8 @@ def load_embedder(path, device="cpu"):
         if error.name not in ("timm", "torchvision", "safetensors", "PIL"):
             raise
         raise ModuleNotFoundError(
-            f"load_embedder needs {error.name}, which comes with the recipes extra: pip install \"pml-vmf[recipes]\" "
-            "(from a clone: pip install -e \".[recipes]\").",
+            f'load_embedder needs {error.name}, which comes with the recipes extra: pip install "pml-vmf[recipes]" '
+            '(from a clone: pip install -e ".[recipes]").',
             name=error.name,
         ) from error
     return load(path, device)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import all_reduce_sum_, distributed_sampler_padding
-from .pml_api import is_distributed
 from .input_checks import check_batch, check_label_range, drop_non_finite_rows
+from .pml_api import is_distributed
 
 if TYPE_CHECKING:
     from .sharding import ClassShard
@@ -40,7 +40,9 @@ class ClassMeanEstimate:
         for name, values in (("resultant_length", self.resultant_lengths), ("concentration", self.concentrations)):
             finite = values[torch.isfinite(values)].double()
             if finite.numel():
-                summary.update({f"{prefix}{name}_{stat}": getattr(finite, stat)().item() for stat in ("mean", "min", "max")})
+                summary.update(
+                    {f"{prefix}{name}_{stat}": getattr(finite, stat)().item() for stat in ("mean", "min", "max")}
+                )
         return summary
 
 
@@ -79,7 +81,9 @@ def estimate_class_means(sums: torch.Tensor, counts: torch.Tensor) -> ClassMeanE
 
 
 @torch.no_grad()
-def ema_update_means(means: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> torch.Tensor:
+def ema_update_means(
+    means: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float
+) -> torch.Tensor:
     """Moves the mean direction of each class in the batch towards the batch's embeddings of that class, in place.
 
     ``mu_c <- normalize(momentum * mu_c / |mu_c| + (1 - momentum) * mean_i z_i)`` over the batch's L2-normalised
@@ -104,7 +108,9 @@ def ema_update_means(means: torch.Tensor, embeddings: torch.Tensor, labels: torc
     sums = torch.zeros_like(means).index_add_(0, labels, unit)
     counts = torch.bincount(labels, minlength=means.shape[0]).to(means.dtype)
     update = (counts > 0) & means.ne(0).any(dim=1)
-    moved = F.normalize(momentum * F.normalize(means, dim=1) + (1 - momentum) * sums / counts.clamp_min(1)[:, None], dim=1)
+    moved = F.normalize(
+        momentum * F.normalize(means, dim=1) + (1 - momentum) * sums / counts.clamp_min(1)[:, None], dim=1
+    )
     means.copy_(torch.where(update[:, None], moved, means))
     return means
 
@@ -178,7 +184,9 @@ def compute_class_means(
     """
     padding = None
     if shard is not None and gather is None:
-        raise ValueError("compute_class_means with a shard sums the gathered global batches: pass gather=accelerator.gather_for_metrics.")
+        raise ValueError(
+            "compute_class_means with a shard sums the gathered global batches: pass gather=accelerator.gather_for_metrics."
+        )
     if is_distributed() and gather is None:
         padding = distributed_sampler_padding(dataloader)
         if padding is None:
@@ -212,7 +220,9 @@ def compute_class_means(
             labels = check_batch(embeddings, labels, num_classes, sums.shape[1])
             finite = torch.isfinite(embeddings).all(dim=1)
             (num_non_finite,) = check_label_range(labels, num_classes, (~finite).sum())
-            embeddings, labels, _ = drop_non_finite_rows(embeddings, labels, finite, num_non_finite, "compute_class_means")
+            embeddings, labels, _ = drop_non_finite_rows(
+                embeddings, labels, finite, num_non_finite, "compute_class_means"
+            )
             if shard is not None:  # the owner's classes of the global batch
                 owned = (labels >= shard.start) & (labels < shard.stop)
                 embeddings, labels = embeddings[owned], labels[owned] - shard.start

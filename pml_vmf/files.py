@@ -14,8 +14,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 
 def _umask() -> int:
@@ -105,7 +106,9 @@ def check_out_folder(out: Path, overwrite: bool, what: str, owned_names: Sequenc
     out = Path(out)
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"{out} already exists and was left as it is: choose another --out, or pass --overwrite.")
+            raise FileExistsError(
+                f"{out} already exists and was left as it is: choose another --out, or pass --overwrite."
+            )
         check_replaceable(out, what, owned_names)
 
 
@@ -114,7 +117,9 @@ def check_replaceable(final: Path, what: str, owned_names: Optional[Sequence[str
     first of ``owned_names`` and nothing else (see :func:`staged_folder`). Scripts call it before their long work."""
     a_what = f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
     if final.is_symlink() or not final.is_dir():
-        raise FileExistsError(f"{final} is {'a link' if final.is_symlink() else 'a file'}, not {a_what} folder: --overwrite replaces only {a_what} folder; choose another folder.")
+        raise FileExistsError(
+            f"{final} is {'a link' if final.is_symlink() else 'a file'}, not {a_what} folder: --overwrite replaces only {a_what} folder; choose another folder."
+        )
     if owned_names is None:
         return
     names = {p.name for p in final.iterdir()}
@@ -168,7 +173,7 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def file_problem(path: Path, expected: dict) -> "str | None":
+def file_problem(path: Path, expected: dict) -> str | None:
     """What is wrong with ``path`` against the ``{"bytes": ..., "sha256": ...}`` recorded when it was written
     (missing, truncated, altered), or None."""
     if not path.is_file():
@@ -191,7 +196,9 @@ def read_rows(path: Path) -> list:
 def write_rows(path: Path, rows: list) -> None:
     """Writes the rows as CSV (the union of their columns), atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

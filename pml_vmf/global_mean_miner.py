@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from .class_means import ClassMeanEstimate, estimate_class_means
 from .distributed import all_reduce_sum_
-from .pml_api import BaseMiner, c_f, is_distributed
 from .input_checks import check_batch, check_label_range, drop_non_finite_rows
+from .pml_api import BaseMiner, c_f, is_distributed
 from .sharding import check_equal_batches, gather
 from .vmf_loss import VMFLoss
 
@@ -58,7 +58,9 @@ class GlobalMeanMiner(BaseMiner):
         super().__init__(**kwargs)
         if not isinstance(loss, VMFLoss):
             raise ValueError(f"GlobalMeanMiner needs the VMFLoss whose means it updates, got {type(loss).__name__}.")
-        if update_every is not None and (isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1):
+        if update_every is not None and (
+            isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1
+        ):
             raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}.")
@@ -66,7 +68,9 @@ class GlobalMeanMiner(BaseMiner):
         object.__setattr__(self, "loss", loss)
         if loss.stale_means_warning_steps is not None:
             # Means that change only once per epoch (update_every=None) are not stale; others every update_every calls.
-            loss.stale_means_warning_steps = None if update_every is None else max(loss.stale_means_warning_steps, 20 * update_every)
+            loss.stale_means_warning_steps = (
+                None if update_every is None else max(loss.stale_means_warning_steps, 20 * update_every)
+            )
         self.update_every = update_every
         self.momentum = float(momentum)
         self.seed_missing_means = seed_missing_means

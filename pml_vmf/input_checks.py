@@ -69,7 +69,12 @@ def check_batch(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ValueError(f"embeddings must be a floating-point tensor, got dtype {embeddings.dtype}.")
     if labels is None:
         raise ValueError(f"labels are required: pass a 1D integer tensor of class indices in [0, {num_classes}).")
-    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+    if (
+        not torch.is_tensor(labels)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
         dtype = labels.dtype if torch.is_tensor(labels) else type(labels).__name__
         raise ValueError(
             f"labels must be an integer tensor, got {dtype}. Map each class to an index in [0, {num_classes}) "

@@ -25,7 +25,7 @@ def class_count_kappa(num_classes: int) -> float:
     return max(math.sqrt(2.0) * math.log(max(num_classes - 1, 1)), MIN_AUTO_KAPPA)
 
 
-def parse_kappa(kappa: KappaSetting) -> "float | None":
+def parse_kappa(kappa: KappaSetting) -> float | None:
     """The number of a ``VMFLoss(kappa=...)`` setting, or None for ``"auto"``.
 
     Raises:

@@ -8,8 +8,9 @@ all-reduced maxima, sums of exponentials and target logits. Per process, the cla
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -34,8 +35,13 @@ class ClassShard:
 
     @classmethod
     def contiguous(
-        cls, num_classes: int, sizes: Optional[Sequence[int]] = None, *, rank: Optional[int] = None, world_size: Optional[int] = None
-    ) -> "ClassShard":
+        cls,
+        num_classes: int,
+        sizes: Optional[Sequence[int]] = None,
+        *,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ) -> ClassShard:
         """This process's range when the classes are dealt out in contiguous ranges, in rank order.
 
         Args:
@@ -49,7 +55,9 @@ class ClassShard:
         """
         if rank is None or world_size is None:
             if not (dist.is_available() and dist.is_initialized()):
-                raise ValueError("ClassShard.contiguous needs rank and world_size, or an initialised torch.distributed.")
+                raise ValueError(
+                    "ClassShard.contiguous needs rank and world_size, or an initialised torch.distributed."
+                )
             rank, world_size = dist.get_rank(), dist.get_world_size()
         if sizes is None:
             base, extra = divmod(num_classes, world_size)

@@ -7,13 +7,19 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
 from .class_means import predict_nearest_mean
-from .sharding import (
-    ClassShard, check_equal_batches, gather, gather_with_grad, sample_classes, sharded_cross_entropy, sharded_nearest_mean,
-)  # fmt: skip
 from .input_checks import check_batch, check_cosine_distance, check_label_range, check_num_classes_and_size
 from .kappa import KappaSetting, class_count_kappa, parse_kappa
+from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
+from .sharding import (
+    ClassShard,
+    check_equal_batches,
+    gather,
+    gather_with_grad,
+    sample_classes,
+    sharded_cross_entropy,
+    sharded_nearest_mean,
+)  # fmt: skip
 
 
 class VMFLoss(BaseMetricLossFunction):
@@ -86,7 +92,9 @@ class VMFLoss(BaseMetricLossFunction):
         super().__init__(**kwargs)
         check_num_classes_and_size(num_classes, embedding_size)
         if shard is not None and shard.num_classes != num_classes:
-            raise ValueError(f"The shard is of {shard.num_classes} classes, the loss of {num_classes}: build both from one count.")
+            raise ValueError(
+                f"The shard is of {shard.num_classes} classes, the loss of {num_classes}: build both from one count."
+            )
         self.shard = shard
         check_cosine_distance(self.distance)
         self.num_classes = num_classes
@@ -99,10 +107,14 @@ class VMFLoss(BaseMetricLossFunction):
         self.register_buffer("kappa_value", None if learn_kappa else torch.tensor(0.0))
         self.kappa = value
         if not (math.isfinite(margin) and 0.0 <= margin < 1.0):
-            raise ValueError(f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}.")
+            raise ValueError(
+                f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}."
+            )
         self.margin = float(margin)
         if not (isinstance(sample_rate, (int, float)) and 0.0 < sample_rate <= 1.0):
-            raise ValueError(f"VMFLoss sample_rate is the share of classes in each softmax, in (0, 1] (Partial FC uses 0.1-0.3), got {sample_rate}.")
+            raise ValueError(
+                f"VMFLoss sample_rate is the share of classes in each softmax, in (0, 1] (Partial FC uses 0.1-0.3), got {sample_rate}."
+            )
         self.sample_rate = float(sample_rate)
         self.sampled_classes: Optional[torch.Tensor] = None  # global class ids of the last sampled softmax
         rows = num_classes if shard is None else shard.size
@@ -127,7 +139,9 @@ class VMFLoss(BaseMetricLossFunction):
     def kappa(self, value: float) -> None:
         value = parse_kappa(value)
         if value is None:
-            raise ValueError("Set kappa to a number; 'auto' is resolved when the loss is built (VMFLoss(kappa='auto')).")
+            raise ValueError(
+                "Set kappa to a number; 'auto' is resolved when the loss is built (VMFLoss(kappa='auto'))."
+            )
         with torch.no_grad():
             if self.learn_kappa:
                 self.log_kappa.fill_(math.log(value))
@@ -222,7 +236,9 @@ class VMFLoss(BaseMetricLossFunction):
         """PML's loss dict of per-sample losses, weighted by the miner's selection (``weights``, or None: all)."""
         if weights is not None:
             losses = losses * weights.to(losses.dtype)
-        return {"loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}}
+        return {
+            "loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}
+        }
 
     def _sharded_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """This process's per-sample losses: the logits of the gathered global batch against this process's means
@@ -262,7 +278,9 @@ class VMFLoss(BaseMetricLossFunction):
             self.means = self.means.to(device)
         return self.means
 
-    def _logits_and_mean_norms(self, embeddings: torch.Tensor, rows: Optional[torch.Tensor] = None) -> "tuple[torch.Tensor, torch.Tensor]":
+    def _logits_and_mean_norms(
+        self, embeddings: torch.Tensor, rows: Optional[torch.Tensor] = None
+    ) -> "tuple[torch.Tensor, torch.Tensor]":
         """Logits and mean norms against every mean, or against the means of ``rows`` (sampled classes)."""
         means = self._means_on(embeddings.device)
         if rows is not None:
@@ -325,4 +343,9 @@ def _selects_more_than(indices_tuple: tuple, batch: int) -> bool:
     """Whether a GlobalMeanMiner selection (each sample at most once as a self-positive, no negatives) names more
     samples than the batch holds: the miner saw a gathered global batch, the loss this process's share."""
     anchors, positives, *negatives = indices_tuple
-    return len(indices_tuple) == 4 and negatives[1].numel() == 0 and anchors.shape == positives.shape and len(anchors) > batch
+    return (
+        len(indices_tuple) == 4
+        and negatives[1].numel() == 0
+        and anchors.shape == positives.shape
+        and len(anchors) > batch
+    )

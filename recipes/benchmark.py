@@ -25,10 +25,16 @@ import sys
 from pathlib import Path
 
 from accelerate import PartialState
-
 from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # recipes/, beside this script
 from loss_benchmark import (
-    final_rows, headline_metrics, parse_grid, plan, reuse_winning_tuning_runs, run_one, summary_table, validation_curve_rows,
+    final_rows,
+    headline_metrics,
+    parse_grid,
+    plan,
+    reuse_winning_tuning_runs,
+    run_one,
+    summary_table,
+    validation_curve_rows,
 )  # fmt: skip
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows
@@ -40,14 +46,32 @@ def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--data-root")
-    parser.add_argument("--out", type=Path, required=True, help="the benchmark folder (runs/, runs.csv, summary.md, plots/)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the benchmark folder (runs/, runs.csv, summary.md, plots/)"
+    )
     parser.add_argument("--losses", nargs="+", default=["vmf", "triplet", "normalized_softmax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--tune", nargs="*", default=[], metavar="LOSS.PARAM=V1,V2", help="e.g. vmf.kappa=8,16,32; default: each loss's grid (loss_benchmark.TUNING_GRIDS)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the untrained network's row (train.epochs=0), trained losses are compared with")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides for every run, e.g. --set train.epochs=10 data.image_size=64")
+    parser.add_argument(
+        "--tune",
+        nargs="*",
+        default=[],
+        metavar="LOSS.PARAM=V1,V2",
+        help="e.g. vmf.kappa=8,16,32; default: each loss's grid (loss_benchmark.TUNING_GRIDS)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the untrained network's row (train.epochs=0), trained losses are compared with",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every run, e.g. --set train.epochs=10 data.image_size=64",
+    )
     args = parser.parse_args(argv)
     try:
         unknown = [loss for loss in args.losses if loss not in LOSSES]

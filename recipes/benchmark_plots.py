@@ -3,8 +3,8 @@ time, and tuning curves."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -15,11 +15,17 @@ import numpy as np  # noqa: E402
 
 def metric_label(metric: str) -> str:
     """``MAP@R`` for ``mean_average_precision_at_r``; other metric names as they are."""
-    return {"mean_average_precision_at_r": "MAP@R", "classifier_accuracy": "classification accuracy"}.get(metric, metric)
+    return {"mean_average_precision_at_r": "MAP@R", "classifier_accuracy": "classification accuracy"}.get(
+        metric, metric
+    )
 
 
 def plot_benchmark(
-    rows: Sequence[dict], validation_curves: dict, folder: Path, metrics: Sequence[str], validation_metric: str = "mean_average_precision_at_r"
+    rows: Sequence[dict],
+    validation_curves: dict,
+    folder: Path,
+    metrics: Sequence[str],
+    validation_metric: str = "mean_average_precision_at_r",
 ) -> list:
     """The benchmark's plots: headline test metrics per loss (mean, std error bars), the validation score per epoch.
 
@@ -65,7 +71,9 @@ def plot_benchmark(
     return paths
 
 
-def plot_time_to_accuracy(validation_curves: dict, path: Path, validation_metric: str = "mean_average_precision_at_r") -> Path:
+def plot_time_to_accuracy(
+    validation_curves: dict, path: Path, validation_metric: str = "mean_average_precision_at_r"
+) -> Path:
     """The validation score against cumulative training seconds, one line per run, one colour per loss: which loss
     reaches an accuracy first, its mean steps included.
 
@@ -77,8 +85,19 @@ def plot_time_to_accuracy(validation_curves: dict, path: Path, validation_metric
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (loss, curves) in enumerate(validation_curves.items()):
         for j, curve in enumerate(curves):
-            ax.plot([s for _, s, _ in curve], [v for _, _, v in curve], marker=".", color=f"C{i}", alpha=0.8, label=loss if j == 0 else None)
-    ax.set(xlabel="training seconds (steps and mean updates, cumulative)", ylabel=f"validation {metric_label(validation_metric)}", title="Time to accuracy (one line per seed)")
+            ax.plot(
+                [s for _, s, _ in curve],
+                [v for _, _, v in curve],
+                marker=".",
+                color=f"C{i}",
+                alpha=0.8,
+                label=loss if j == 0 else None,
+            )
+    ax.set(
+        xlabel="training seconds (steps and mean updates, cumulative)",
+        ylabel=f"validation {metric_label(validation_metric)}",
+        title="Time to accuracy (one line per seed)",
+    )
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
@@ -104,8 +123,16 @@ def plot_tuning_curves(rows: Sequence[dict], grid: dict, folder: Path) -> list:
             continue
         values = [v for v, _ in tuned]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for column, label in (("best_val_map_at_r", "validation (selected epoch)"), ("mean_average_precision_at_r", "test")):
-            ax.plot(values, [float(r[column]) if r.get(column, "") != "" else np.nan for _, r in tuned], marker="o", label=label)
+        for column, label in (
+            ("best_val_map_at_r", "validation (selected epoch)"),
+            ("mean_average_precision_at_r", "test"),
+        ):
+            ax.plot(
+                values,
+                [float(r[column]) if r.get(column, "") != "" else np.nan for _, r in tuned],
+                marker="o",
+                label=label,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set(xlabel=param, ylabel="MAP@R", title=f"{loss}: {param} (first seed)")

@@ -24,7 +24,9 @@ def fetch_tarballs(npm_dir: Path) -> dict:
     for vendor in VENDORS:
         path = npm_dir / f"emoji-datasource-{vendor}-{NPM_VERSION}.tgz"
         if not path.is_file():
-            subprocess.run(["npm", "pack", f"emoji-datasource-{vendor}@{NPM_VERSION}", "--silent"], cwd=npm_dir, check=True)
+            subprocess.run(
+                ["npm", "pack", f"emoji-datasource-{vendor}@{NPM_VERSION}", "--silent"], cwd=npm_dir, check=True
+            )
         tarballs[vendor] = path
     return tarballs
 
@@ -38,8 +40,10 @@ def main(argv: list) -> int:
         print(f"{args.out} is not empty: remove it or choose another --out.", file=sys.stderr)
         return 2
     counts = build_emoji_dataset(fetch_tarballs(args.npm_dir), args.out)
-    print(f"{counts['classes']} classes drawn by all of {', '.join(VENDORS)}: {counts['train']} train, "
-          f"{counts['test']} test, {counts['reserved']} reserved (not written) -> {args.out}")
+    print(
+        f"{counts['classes']} classes drawn by all of {', '.join(VENDORS)}: {counts['train']} train, "
+        f"{counts['test']} test, {counts['reserved']} reserved (not written) -> {args.out}"
+    )
     return 0
 
 

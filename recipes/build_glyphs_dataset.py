@@ -17,7 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pml_vmf.data.glyphs import MIN_COVERAGE, TYPEFACES, build_glyphs_dataset, choose_typefaces, gb2312_level1, installed_renderers
+from pml_vmf.data.glyphs import (
+    MIN_COVERAGE,
+    TYPEFACES,
+    build_glyphs_dataset,
+    choose_typefaces,
+    gb2312_level1,
+    installed_renderers,
+)
 
 
 def main(argv: list) -> int:
@@ -38,7 +45,9 @@ def main(argv: list) -> int:
     for renderer in installed:
         drawn = sum(renderer.draws(c) for c in characters)
         verdict = "used" if renderer in chosen else f"not used (below {MIN_COVERAGE:.0%})"
-        print(f"{renderer.typeface.name:<14} {renderer.typeface.package:<22} draws {drawn} of {len(characters)}: {verdict}")
+        print(
+            f"{renderer.typeface.name:<14} {renderer.typeface.package:<22} draws {drawn} of {len(characters)}: {verdict}"
+        )
     if missing:
         print(f"not installed: {', '.join(sorted(set(missing)))}")
     try:

@@ -25,12 +25,18 @@ EVALUATION_SECTIONS = ("data.", "eval.", "run.mixed_precision=")
 def parse_args(argv: list) -> argparse.Namespace:
     keys = [line for line in describe_keys() if line.startswith(("data.", "eval."))]
     parser = argparse.ArgumentParser(
-        description=__doc__, epilog="keys it takes (KEY=VALUE):\n  " + "\n  ".join(keys), formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        epilog="keys it takes (KEY=VALUE):\n  " + "\n  ".join(keys),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", required=True, type=Path, help="the run folder, <run.output_dir>/<run.name>")
     parser.add_argument("--data-root", help="the dataset folder (sets data.root); default: the run's own")
-    parser.add_argument("--out", type=Path, help="a new folder for metrics.json and plots/ (default <run>/evaluations/<name>)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data.* and eval.* overrides, e.g. eval.knn=torch")
+    parser.add_argument(
+        "--out", type=Path, help="a new folder for metrics.json and plots/ (default <run>/evaluations/<name>)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="data.* and eval.* overrides, e.g. eval.knn=torch"
+    )
     return parser.parse_intermixed_args(argv)  # overrides may sit before or after the options
 
 
@@ -47,7 +53,9 @@ def main(argv: list) -> int:
         return fail(f"--run {run_dir}: no run there (no config.yaml); pass a run folder, <run.output_dir>/<run.name>.")
     other = [o for o in args.overrides if not o.startswith(EVALUATION_SECTIONS)]
     if other:
-        return fail(f"{', '.join(other)}: only data.*, eval.* and run.mixed_precision can change for an evaluation; the model is the run's.")
+        return fail(
+            f"{', '.join(other)}: only data.*, eval.* and run.mixed_precision can change for an evaluation; the model is the run's."
+        )
     name = Path(args.data_root).resolve().name if args.data_root else "own-data"
     out = args.out or run_dir / "evaluations" / name
     if out.exists():

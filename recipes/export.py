@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pml_vmf.data import DatasetNotFoundError
 from pml_vmf.data.image_folder import list_images
-from pml_vmf.inference import ModelNotFoundError, load_embedder
 from pml_vmf.files import check_out_folder
+from pml_vmf.inference import ModelNotFoundError, load_embedder
 from pml_vmf.inference.export import EXPORT_FILES, FORMATS, ExportCheckError, export_embedder
 
 CHECK_IMAGES = 8
@@ -30,8 +30,12 @@ def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path, help="a run folder (or its model/ folder)")
     parser.add_argument("--out", required=True, type=Path, help="the export folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (once the new export is checked)")
-    parser.add_argument("--format", nargs="+", default=["safetensors"], choices=FORMATS, help="safetensors is always written")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out folder (once the new export is checked)"
+    )
+    parser.add_argument(
+        "--format", nargs="+", default=["safetensors"], choices=FORMATS, help="safetensors is always written"
+    )
     parser.add_argument("--check-images", type=Path, help="a folder of real images for the numeric check")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest difference of unit embeddings accepted")
     args = parser.parse_args(argv)
@@ -66,7 +70,9 @@ def _test_images_of(run: Path) -> Path:
     for candidate in (Path(root) / "test", Path(root)) if root else ():
         if candidate.is_dir():
             return candidate
-    raise DatasetNotFoundError(f"The run's dataset folder ({root}) is not here: give real images with --check-images FOLDER.")
+    raise DatasetNotFoundError(
+        f"The run's dataset folder ({root}) is not here: give real images with --check-images FOLDER."
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def main(argv: list) -> int:
     parser.add_argument("--model", required=True, type=Path, help="an export folder or a run folder")
     parser.add_argument("--images", required=True, type=Path, help="a folder of images (any depth)")
     parser.add_argument("--out", required=True, type=Path, help="the index folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (once the new index is complete)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out folder (once the new index is complete)"
+    )
     parser.add_argument("--kind", default="flat", choices=KINDS)
     parser.add_argument("--nlist", type=int, help="ivf: inverted lists (default 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=16, help="ivf: lists visited per query")
@@ -56,13 +58,25 @@ def main(argv: list) -> int:
         )
         seconds = time.perf_counter() - started
         if accelerator.is_main_process:
-            index = EmbeddingIndex(embedder.embedding_size, args.kind, nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+            index = EmbeddingIndex(
+                embedder.embedding_size,
+                args.kind,
+                nlist=args.nlist,
+                nprobe=args.nprobe,
+                hnsw_m=args.hnsw_m,
+                ef_search=args.ef_search,
+            )
             index.add(embeddings, paths)
             model = dict(model=str(args.model.resolve()), model_fingerprint=embedder.fingerprint)
             index.save(args.out, overwrite=args.overwrite, images=str(args.images.resolve()), **model)
             print(f"Indexed {len(paths)} images ({embedder.embedding_size}-d, {args.kind}) in {seconds:.1f} s of embedding "
                   f"on {accelerator.num_processes} process(es): {args.out}")  # fmt: skip
-    except (ModelNotFoundError, DatasetNotFoundError, ValueError, OSError) as error:  # OSError: a read-only or full disk
+    except (
+        ModelNotFoundError,
+        DatasetNotFoundError,
+        ValueError,
+        OSError,
+    ) as error:  # OSError: a read-only or full disk
         print(f"index.py: {one_line(error)}", file=sys.stderr)  # a worker's error comes with its traceback: one line
         return 2
     finally:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gc
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -139,7 +140,9 @@ def validation_curve(log: Sequence[dict], metric: str = VALIDATION_METRIC) -> li
     return curve
 
 
-def validation_curve_rows(rows: Sequence[dict], runs_dir: Path, metric: str = VALIDATION_METRIC, previous: Sequence[dict] = ()) -> list:
+def validation_curve_rows(
+    rows: Sequence[dict], runs_dir: Path, metric: str = VALIDATION_METRIC, previous: Sequence[dict] = ()
+) -> list:
     """Every trained run's :func:`validation_curve` as CSV rows (``name``, ``loss``, ``seed``, ``phase``, ``epoch``,
     ``train_seconds`` cumulative, ``metric``, ``value``): the benchmark's ``validation_curves.csv``, committed beside
     ``runs.csv`` while the run folders (checkpoints) are not.
@@ -155,7 +158,10 @@ def validation_curve_rows(rows: Sequence[dict], runs_dir: Path, metric: str = VA
         curve = validation_curve(RunFolder(runs_dir / row["folder"]).read_metrics_log(), metric)
         if not curve:
             kept = [r for r in previous if r["name"] == row["name"]]
-            out += [dict(r, epoch=int(r["epoch"]), train_seconds=float(r["train_seconds"]), value=float(r["value"])) for r in kept]
+            out += [
+                dict(r, epoch=int(r["epoch"]), train_seconds=float(r["train_seconds"]), value=float(r["value"]))
+                for r in kept
+            ]
             continue
         for epoch, seconds, value in curve:
             out.append({
@@ -251,7 +257,10 @@ def plan(losses: list, seeds: list, grid: dict, rows: list, baseline: bool = Tru
             param, values = grid[loss]
             todo += [PlannedRun(f"tune-{loss}-{param}{v:g}", "tune", loss, seeds[0], param, v) for v in values]
             if loss in chosen:
-                todo += [PlannedRun(final_name(loss, s, param, chosen[loss]), "final", loss, s, param, chosen[loss]) for s in seeds]
+                todo += [
+                    PlannedRun(final_name(loss, s, param, chosen[loss]), "final", loss, s, param, chosen[loss])
+                    for s in seeds
+                ]
         else:
             todo += [PlannedRun(final_name(loss, s), "final", loss, s) for s in seeds]
     done = {r["name"] for r in rows}

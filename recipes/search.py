@@ -79,7 +79,9 @@ def _query_images(query: Path) -> list:
         raise FileNotFoundError(f"Query {query} does not exist.")
     reason = image_header_error(query)
     if reason is not None:
-        raise ValueError(f"Query {query} is not an image PIL can read ({reason}); give an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder.")
+        raise ValueError(
+            f"Query {query} is not an image PIL can read ({reason}); give an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder."
+        )
     return [query]
 
 
@@ -93,7 +95,9 @@ def _plot(queries: list, result, path: Path) -> None:
         with Image.open(p) as image:
             return rgb_on_white(image)  # as the model saw it: transparency on white, deep images scaled
 
-    plot_search_grid([load(q) for q in queries], [[load(p) for p in row if p] for row in result.paths], result.scores, path)
+    plot_search_grid(
+        [load(q) for q in queries], [[load(p) for p in row if p] for row in result.paths], result.scores, path
+    )
 
 
 if __name__ == "__main__":

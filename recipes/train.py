@@ -13,8 +13,9 @@ import argparse
 import errno
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from pml_vmf.training.config import LOSS_NAMES, describe_keys  # no torch: --help answers at once
 
@@ -31,15 +32,19 @@ def parse_args(argv: list) -> argparse.Namespace:
         f"losses (loss.name): {', '.join(LOSS_NAMES)}\n\nconfig keys (KEY=VALUE overrides; a config file sets the same "
         "keys in YAML sections):\n  " + "\n  ".join(describe_keys())
     )
-    parser = argparse.ArgumentParser(description=__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="a YAML recipe config, e.g. recipes/configs/cub200.yaml")
     parser.add_argument("--data-root", help="the dataset folder (sets data.root)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint, with its saved config")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint, with its saved config"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loss.name=triplet")
     return parser.parse_intermixed_args(argv)  # overrides may sit before or after the options
 
 
-def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:
+def main(argv: list, hooks: Sequence[RunHook] = ()) -> int:
     """Runs the script; ``hooks`` (:class:`~pml_vmf.training.RunHook`) are called at the end of each step and epoch."""
     args = parse_args(argv)
     from pml_vmf.data import UnreadableImageError
@@ -53,11 +58,18 @@ def main(argv: list, hooks: Sequence["RunHook"] = ()) -> int:
         run_dir = Path(os.path.abspath(args.resume))  # `--resume .` from inside the run folder names it too
         if not (run_dir / "config.yaml").is_file():
             what = "does not exist" if not run_dir.exists() else "holds no run (no config.yaml)"
-            return fail(f"--resume {run_dir}: the folder {what}; pass a run folder, <run.output_dir>/<run.name> (runs/<name>).")
+            return fail(
+                f"--resume {run_dir}: the folder {what}; pass a run folder, <run.output_dir>/<run.name> (runs/<name>)."
+            )
         # The run's own resolved config; name and folder follow the folder passed, wherever it was moved to. A
         # resumed run trains to its end unless this command asks it to stop again.
         config_path = run_dir / "config.yaml"
-        overrides = ["train.stop_after_epoch=null", *overrides, f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}"]
+        overrides = [
+            "train.stop_after_epoch=null",
+            *overrides,
+            f"run.output_dir={run_dir.parent}",
+            f"run.name={run_dir.name}",
+        ]
     elif args.config is None:
         return fail("pass --config FILE (or --resume RUN_DIR).")
     else:

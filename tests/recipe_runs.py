@@ -14,13 +14,22 @@ DIGITS_CONFIG = REPO / "tests" / "configs" / "digits.yaml"
 SHORT_RUN = ("train.epochs=3", "train.max_steps_per_epoch=4")  # digits: 12 steps, a few seconds of training
 
 
-def run_script(script: Path, *args: str, expect_success: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: Path, *args: str, expect_success: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``python SCRIPT ARGS`` in a fresh process, one CPU thread, hub offline."""
     completed = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=child_environment(), cwd=REPO
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_environment(),
+        cwd=REPO,
     )
     if expect_success and completed.returncode != 0:
-        raise AssertionError(f"{script.name} {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}")
+        raise AssertionError(
+            f"{script.name} {' '.join(args)} exited with {completed.returncode}:\n{completed.stderr[-6000:]}"
+        )
     return completed
 
 

@@ -6,7 +6,6 @@ import os
 from typing import Callable
 
 import numpy as np
-
 from torchvision.transforms import Compose, Normalize, ToTensor
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -26,7 +25,12 @@ def split_eval_transform(transform: Callable) -> tuple:
         ConfigError: for a transform of another form, whose output could not be rebuilt from uint8 pixels.
     """
     steps = list(getattr(transform, "transforms", ()))
-    if not isinstance(transform, Compose) or len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+    if (
+        not isinstance(transform, Compose)
+        or len(steps) < 2
+        or not isinstance(steps[-2], ToTensor)
+        or not isinstance(steps[-1], Normalize)
+    ):
         raise ConfigError(
             f"data.cache_eval_images keeps images as uint8 pixels before ToTensor and Normalize, so it needs an eval "
             f"transform that ends with them (timm's does); got {transform!r}. Set data.cache_eval_images=false."
@@ -65,7 +69,7 @@ class DecodedImageCache(ImageDataset):
             cached = self.pixels[index] = (stamp, pil_to_tensor(self.to_image(load_rgb(self.images, index))))
         return self.to_input(cached[1]), int(self.images.labels[index]), index
 
-    def _file_stamp(self, index: int) -> "tuple | None":
+    def _file_stamp(self, index: int) -> tuple | None:
         """The image file's size and modification time (nanoseconds), or None for images held in memory."""
         source = self.images.images
         if isinstance(source, np.ndarray):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from PIL import Image
 
@@ -72,7 +72,9 @@ def build_emoji_dataset(tarballs: Mapping[str, Path], out: Path) -> dict:
     """
     missing = [v for v in VENDORS if v not in tarballs]
     if missing:
-        raise ValueError(f"Tarballs missing for {', '.join(missing)}: npm pack emoji-datasource-<vendor>@{NPM_VERSION}.")
+        raise ValueError(
+            f"Tarballs missing for {', '.join(missing)}: npm pack emoji-datasource-<vendor>@{NPM_VERSION}."
+        )
     images = {vendor: read_vendor_images(Path(tarballs[vendor]), vendor) for vendor in VENDORS}
     classes = emoji_classes({vendor: set(by_code) for vendor, by_code in images.items()})
     counts = {"classes": len(classes), "train": 0, "test": 0, "reserved": 0}

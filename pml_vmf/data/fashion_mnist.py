@@ -16,7 +16,10 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
 
 # Where Debian's `dataset-fashion-mnist` package puts the files.
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -47,7 +50,9 @@ def read_fashion_mnist(root: Optional[Path] = None, download: bool = True) -> di
     folder = Path(root) if root is not None else DEBIAN_FOLDER
     paths = {split: [_find(folder, stem) for stem in stems] for split, stems in FILES.items()}
     if any(p is None for pair in paths.values() for p in pair):
-        missing = [f"{stem}(.gz)" for split, stems in FILES.items() for stem, p in zip(stems, paths[split]) if p is None]
+        missing = [
+            f"{stem}(.gz)" for split, stems in FILES.items() for stem, p in zip(stems, paths[split]) if p is None
+        ]
         if not download or root is not None:
             raise DatasetNotFoundError(
                 f"Fashion-MNIST IDX files not found in {folder} (missing {', '.join(missing)}). Install them with "

@@ -11,9 +11,10 @@ and k % 3 == 2 is reserved for an independent evaluation: those classes are neve
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -123,7 +124,9 @@ class Renderer:
         return bool((pixels < 255).any()) and not np.array_equal(pixels, self.notdef)
 
 
-def choose_typefaces(renderers: Sequence[Renderer], characters: Sequence[str], min_coverage: float = MIN_COVERAGE) -> list:
+def choose_typefaces(
+    renderers: Sequence[Renderer], characters: Sequence[str], min_coverage: float = MIN_COVERAGE
+) -> list:
     """The renderers whose typeface draws at least ``min_coverage`` of ``characters`` (a property of the font)."""
     return [r for r in renderers if sum(r.draws(c) for c in characters) >= min_coverage * len(characters)]
 

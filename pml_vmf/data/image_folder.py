@@ -36,7 +36,9 @@ def image_header_error(path: Path) -> Optional[str]:
 def _warn_skipped(root: Path, what: str, paths: list) -> None:
     if not paths:
         return
-    shown = "; ".join(str(p) for p in paths[:SHOWN]) + (f"; and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+    shown = "; ".join(str(p) for p in paths[:SHOWN]) + (
+        f"; and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    )
     warnings.warn(f"Image folder {root}: skipped {len(paths)} {what}: {shown}", UserWarning, stacklevel=3)
 
 
@@ -103,7 +105,11 @@ def read_class_tree(root: Path, class_names: Optional[list] = None) -> tuple:
             single.append(root / name)
     _warn_unusable(root, not_images, unreadable)
     _warn_skipped(root, "class folder(s) with no readable image", empty)
-    _warn_skipped(root, "file(s) outside any class folder (expected root/<class>/<image>)", sorted(p for p in root.iterdir() if p.is_file()))
+    _warn_skipped(
+        root,
+        "file(s) outside any class folder (expected root/<class>/<image>)",
+        sorted(p for p in root.iterdir() if p.is_file()),
+    )
     if single:
         shown = ", ".join(p.name for p in single[:SHOWN]) + (" ..." if len(single) > SHOWN else "")
         warnings.warn(
@@ -127,6 +133,13 @@ def read_image_folder(root: Path) -> dict:
     """
     root = Path(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        names = sorted({p.name for split in ("train", "test") for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")})
+        names = sorted(
+            {
+                p.name
+                for split in ("train", "test")
+                for p in (root / split).iterdir()
+                if p.is_dir() and not p.name.startswith(".")
+            }
+        )
         return {split: read_class_tree(root / split, names)[0] for split in ("train", "test")}
     return {"all": read_class_tree(root)[0]}

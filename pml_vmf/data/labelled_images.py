@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class LabelledImages:
     def num_classes(self) -> int:
         return len(np.unique(self.labels))
 
-    def subset(self, indices: np.ndarray) -> "LabelledImages":
+    def subset(self, indices: np.ndarray) -> LabelledImages:
         indices = np.asarray(indices, dtype=np.int64)
         if isinstance(self.images, np.ndarray):
             images: ImageSource = self.images[indices]
@@ -49,24 +50,26 @@ class LabelledImages:
             images = [self.images[i] for i in indices]
         return LabelledImages(images, self.labels[indices], self.class_names)
 
-    def with_classes(self, classes: Sequence[int]) -> "LabelledImages":
+    def with_classes(self, classes: Sequence[int]) -> LabelledImages:
         """The images whose label is in ``classes``, in their original order."""
         return self.subset(np.flatnonzero(np.isin(self.labels, np.asarray(classes))))
 
-    def remapped(self) -> "LabelledImages":
+    def remapped(self) -> LabelledImages:
         """The same images with labels renumbered 0..C-1 in sorted order, as classification-style losses need."""
         present, dense = np.unique(self.labels, return_inverse=True)
         names = [self.class_names[c] for c in present] if self.class_names is not None else None
         return LabelledImages(self.images, dense.reshape(-1), names)
 
-    def labelled_as(self, train: "LabelledImages") -> "LabelledImages":
+    def labelled_as(self, train: LabelledImages) -> LabelledImages:
         """These images with the labels ``train`` gives the same class names, for a closed-set test split.
 
         Raises:
             ValueError: naming the classes ``train`` does not have, or when either split has no class names.
         """
         if self.class_names is None or train.class_names is None:
-            raise ValueError("A closed-set protocol matches test classes to training classes by name; this dataset has no class names.")
+            raise ValueError(
+                "A closed-set protocol matches test classes to training classes by name; this dataset has no class names."
+            )
         index = {name: label for label, name in enumerate(train.class_names)}
         names = [self.class_names[c] for c in np.unique(self.labels)]
         missing = [name for name in names if name not in index]
@@ -80,7 +83,7 @@ class LabelledImages:
         to_train = np.array([index.get(name, -1) for name in self.class_names])
         return LabelledImages(self.images, to_train[self.labels], list(train.class_names))
 
-    def at_most_per_class(self, limit: Optional[int]) -> "LabelledImages":
+    def at_most_per_class(self, limit: Optional[int]) -> LabelledImages:
         """The first ``limit`` images of each class (all when ``limit`` is None), for quick runs."""
         if limit is None:
             return self
@@ -120,9 +123,7 @@ def class_disjoint_halves(images: LabelledImages) -> tuple:
     return images.with_classes(classes[:half]), images.with_classes(classes[half:])
 
 
-def hold_out_validation(
-    train: LabelledImages, fraction: float, *, by_class: bool, seed: int = 0
-) -> tuple:
+def hold_out_validation(train: LabelledImages, fraction: float, *, by_class: bool, seed: int = 0) -> tuple:
     """Takes a validation split out of the training images.
 
     Args:

@@ -7,8 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from .cub200 import read_cub200
 from .cars196 import read_cars196
+from .cub200 import read_cub200
 from .fashion_mnist import read_fashion_mnist
 from .image_folder import read_image_folder
 from .inshop import read_inshop

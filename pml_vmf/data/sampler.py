@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,14 +28,23 @@ class MPerClassBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(
-        self, labels: np.ndarray, batch_size: int, samples_per_class: int, *, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        labels: np.ndarray,
+        batch_size: int,
+        samples_per_class: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size % samples_per_class:
             raise ValueError(
                 f"train.batch_size ({batch_size}) must be a multiple of train.samples_per_class ({samples_per_class})."
             )
         if batch_size % world_size:
-            raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes ({world_size}).")
+            raise ValueError(
+                f"train.batch_size ({batch_size}) must be divisible by the number of processes ({world_size})."
+            )
         self.labels = np.asarray(labels)
         self.classes = np.unique(self.labels)
         self.classes_per_batch = batch_size // samples_per_class
@@ -74,13 +83,18 @@ class MPerClassBatchSampler(torch.utils.data.Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         batches = np.empty((self.num_batches, self.batch_size), dtype=np.int64)
         class_order = np.concatenate(
-            [rng.permutation(len(self.classes)) for _ in range(-(-self.num_batches * self.classes_per_batch // len(self.classes)))]
+            [
+                rng.permutation(len(self.classes))
+                for _ in range(-(-self.num_batches * self.classes_per_batch // len(self.classes)))
+            ]
         )
         for b in range(self.num_batches):
             chosen = class_order[b * self.classes_per_batch : (b + 1) * self.classes_per_batch]
             batches[b] = np.concatenate(
                 [
-                    rng.choice(self.members[c], self.samples_per_class, replace=len(self.members[c]) < self.samples_per_class)
+                    rng.choice(
+                        self.members[c], self.samples_per_class, replace=len(self.members[c]) < self.samples_per_class
+                    )
                     for c in chosen
                 ]
             )

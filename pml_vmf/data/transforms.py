@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable, Optional
 
 import torch
 from timm.data import create_transform, resolve_data_config
@@ -36,7 +37,11 @@ def build_transforms(
 
 
 def eval_transform_settings(
-    model: torch.nn.Module, image_size: int, *, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+    model: torch.nn.Module,
+    image_size: int,
+    *,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
 ) -> dict:
     """The eval transform as plain values (JSON-ready): timm's data config for ``model`` at ``image_size``, with
     ``mean`` and ``std`` overridden where given. :func:`eval_transform_from_settings` rebuilds the transform."""

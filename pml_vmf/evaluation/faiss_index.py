@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable, Optional
 
 import torch
 
@@ -84,7 +85,9 @@ class FaissIndexKNN:
                     "faiss could not put the index of %d x %d reference embeddings on %s (%s); searching on the "
                     "CPU instead, which is slower but exact. Free GPU memory before evaluating (smaller "
                     "train.batch_size, empty the cache) to search on the GPU.",
-                    *reference.shape, reference.device, str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__,
+                    *reference.shape,
+                    reference.device,
+                    str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__,
                 )
 
         def search(query: torch.Tensor, k: int, ref_includes_query: bool = False) -> tuple:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 CURVE_METRICS = ("mean_average_precision_at_r", "precision_at_1", "r_precision")
 # Equal by definition (the nearest neighbour is of the query's class): one line, both names.
@@ -27,7 +28,7 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
 
 
-def training_curves_figure(records: Sequence[dict], steps: Sequence[dict] = ()) -> "plt.Figure":
+def training_curves_figure(records: Sequence[dict], steps: Sequence[dict] = ()) -> plt.Figure:
     """The figure of :func:`plot_training_curves`: training loss per step (raw and smoothed; per epoch without
     step records) and the validation metrics, both against the epoch."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
@@ -71,12 +72,12 @@ def plot_training_curves(records: Sequence[dict], path: Path, steps: Sequence[di
 def plot_retrieval_grid(
     query: torch.Tensor,
     query_labels: torch.Tensor,
-    load_image: Callable[[int], "object"],
+    load_image: Callable[[int], object],
     path: Path,
     *,
     reference: Optional[torch.Tensor] = None,
     reference_labels: Optional[torch.Tensor] = None,
-    load_reference_image: Optional[Callable[[int], "object"]] = None,
+    load_reference_image: Optional[Callable[[int], object]] = None,
     num_queries: int = 8,
     top_k: int = 5,
     seed: int = 0,
@@ -121,7 +122,9 @@ def plot_retrieval_grid(
     return path
 
 
-def plot_search_grid(queries: list, results: list, scores: torch.Tensor, path: Path, max_queries: int = 8, top_k: int = 5) -> Path:
+def plot_search_grid(
+    queries: list, results: list, scores: torch.Tensor, path: Path, max_queries: int = 8, top_k: int = 5
+) -> Path:
     """Unlabelled search results: each query (first column) with its nearest images and their cosine similarity.
 
     Args:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,9 @@ class RecallAtKCalculator(AccuracyCalculator):
     def __init__(self, recall_at: Sequence[int] = (1, 2, 4, 8), block_size: int = 4096, **kwargs) -> None:
         for unsupported in ("avg_of_avgs", "return_per_class", "label_comparison_fn"):
             if kwargs.get(unsupported):
-                raise NotImplementedError(f"RecallAtKCalculator does not support {unsupported}; use PML's AccuracyCalculator.")
+                raise NotImplementedError(
+                    f"RecallAtKCalculator does not support {unsupported}; use PML's AccuracyCalculator."
+                )
         self.recall_at = sorted({int(k) for k in recall_at})
         self.block_size = block_size
         for k in self.recall_at:
@@ -83,17 +86,27 @@ class RecallAtKCalculator(AccuracyCalculator):
         clustering = [m for m in metrics if m in self.requires_clustering()]
         results = {}
         if clustering:
-            results = super().get_accuracy(query, query_labels, reference, reference_labels, ref_includes_query, include=clustering)
+            results = super().get_accuracy(
+                query, query_labels, reference, reference_labels, ref_includes_query, include=clustering
+            )
         knn_metrics = [m for m in metrics if m not in clustering]
         if knn_metrics:
-            results.update(self._blocked_knn_metrics(query, query_labels, reference, reference_labels, ref_includes_query, knn_metrics))
+            results.update(
+                self._blocked_knn_metrics(
+                    query, query_labels, reference, reference_labels, ref_includes_query, knn_metrics
+                )
+            )
         self.curr_function_dict = self.get_function_dict(include, exclude)
         return {m: results[m] for m in metrics}
 
     @torch.no_grad()
-    def _blocked_knn_metrics(self, query, query_labels, reference, reference_labels, ref_includes_query: bool, metrics: list) -> dict:
+    def _blocked_knn_metrics(
+        self, query, query_labels, reference, reference_labels, ref_includes_query: bool, metrics: list
+    ) -> dict:
         query, reference = (torch.as_tensor(x, device=self.device).float() for x in (query, reference))
-        query_labels, reference_labels = (torch.as_tensor(x, device=self.device).long() for x in (query_labels, reference_labels))
+        query_labels, reference_labels = (
+            torch.as_tensor(x, device=self.device).long() for x in (query_labels, reference_labels)
+        )
         classes, dense = torch.unique(torch.cat([query_labels, reference_labels]), return_inverse=True)
         query_labels, reference_labels = dense[: len(query_labels)], dense[len(query_labels) :]
         self_count = int(ref_includes_query)
@@ -105,7 +118,9 @@ class RecallAtKCalculator(AccuracyCalculator):
         # PML's k: every reference (k=None), the largest class ("max_bin_count") or the k given. Only the reciprocal
         # rank looks past a query's own class size R, so with k=None the search stops at the largest class and
         # queries with no hit there are searched further (_first_hits_beyond).
-        pml_k = min(self.determine_k(reference_counts[torch.unique(query_labels)], len(reference), ref_includes_query), most)
+        pml_k = min(
+            self.determine_k(reference_counts[torch.unique(query_labels)], len(reference), ref_includes_query), most
+        )
         largest_class = int(reference_counts[query_labels].max()) - self_count
         k_metrics = min(max(largest_class, 1), pml_k) if self.k is None else pml_k
         recall_ks = [k for k in self.recall_at if f"recall_at_{k}" in metrics]
@@ -125,7 +140,9 @@ class RecallAtKCalculator(AccuracyCalculator):
                 if "mean_reciprocal_rank" in metrics and self.k is None and k < most:
                     missed = hit_rank == k
                     if missed.any():
-                        hit_rank[missed] = self._first_hits_beyond(search, query, positions[missed], block_labels[missed], reference_labels, k, most)
+                        hit_rank[missed] = self._first_hits_beyond(
+                            search, query, positions[missed], block_labels[missed], reference_labels, k, most
+                        )
                 present = torch.unique(block_labels)
                 pml_kwargs = dict(
                     knn_labels=knn_labels[:, :k_metrics].float(),
@@ -167,7 +184,9 @@ class RecallAtKCalculator(AccuracyCalculator):
 
             yield search
 
-    def _first_hits_beyond(self, search: Callable, query, positions, labels, reference_labels, k: int, most: int) -> torch.Tensor:
+    def _first_hits_beyond(
+        self, search: Callable, query, positions, labels, reference_labels, k: int, most: int
+    ) -> torch.Tensor:
         """The 0-based rank of the first same-class reference of queries that have none among their ``k`` nearest:
         searched again with k doubled until found, in blocks of at most ``block_size * k`` neighbours."""
         ranks = torch.full_like(labels, most)
@@ -178,7 +197,9 @@ class RecallAtKCalculator(AccuracyCalculator):
             step = max(1, budget // k)
             still = []
             for chunk in pending.split(step):
-                found = _first_hit_rank(reference_labels[search(query[positions[chunk]], positions[chunk], k)], labels[chunk])
+                found = _first_hit_rank(
+                    reference_labels[search(query[positions[chunk]], positions[chunk], k)], labels[chunk]
+                )
                 ranks[chunk] = found
                 still.append(chunk[found == k])
             pending = torch.cat(still)
@@ -213,7 +234,9 @@ def build_accuracy_calculator(
         raise ValueError(f"eval.knn must be auto, faiss or torch, got {knn!r}.")
     use_faiss = faiss_available() if knn == "auto" else knn == "faiss"
     if use_faiss and not faiss_available():
-        raise ValueError("eval.knn=faiss but faiss is not installed: pip install faiss-cpu (or faiss-gpu), or use eval.knn=torch.")
+        raise ValueError(
+            "eval.knn=faiss but faiss is not installed: pip install faiss-cpu (or faiss-gpu), or use eval.knn=torch."
+        )
     # Embeddings are L2-normalised before the search: faiss's L2 ranking is then the cosine ranking.
     knn_func = FaissIndexKNN() if use_faiss else CustomKNN(CosineSimilarity(), batch_size=knn_batch_size)
     kmeans_func = None if faiss_available() else _sklearn_kmeans
@@ -241,7 +264,9 @@ def retrieval_metrics(
     reference = F.normalize(reference.float(), dim=1)
     return {
         k: float(v)
-        for k, v in calculator.get_accuracy(query, query_labels, reference, reference_labels, ref_includes_query=False).items()
+        for k, v in calculator.get_accuracy(
+            query, query_labels, reference, reference_labels, ref_includes_query=False
+        ).items()
     }
 
 

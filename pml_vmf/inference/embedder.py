@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,15 @@ from ..data.image_folder import list_images
 from ..data.labelled_images import LabelledImages
 from ..data.transforms import eval_transform_from_settings
 from ..evaluation.embedding import embed_dataset
-from ..models import CONFIG_FILE, EmbedderConfig, EmbeddingModel, ModelNotFoundError, model_fingerprint, read_model_folder, save_model_folder
+from ..models import (
+    CONFIG_FILE,
+    EmbedderConfig,
+    EmbeddingModel,
+    ModelNotFoundError,
+    model_fingerprint,
+    read_model_folder,
+    save_model_folder,
+)
 
 RUN_MODEL_FOLDER = "model"  # a run writes its trained model to runs/<name>/model/
 
@@ -32,7 +41,9 @@ class Embedder:
         class_means: ``(num_classes, embedding_size)`` vMF mean directions, or None.
     """
 
-    def __init__(self, model: EmbeddingModel, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self, model: EmbeddingModel, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None
+    ) -> None:
         self.model = model.eval()
         self.config = config
         self.class_means = F.normalize(class_means.float(), dim=1) if class_means is not None else None
@@ -46,7 +57,7 @@ class Embedder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: Union[str, torch.device]) -> "Embedder":
+    def to(self, device: Union[str, torch.device]) -> Embedder:
         self.model.to(device)
         return self
 
@@ -71,7 +82,7 @@ class Embedder:
         num_workers: int = 0,
         accelerator=None,
         progress: bool = True,
-    ) -> "tuple[torch.Tensor, list]":
+    ) -> tuple[torch.Tensor, list]:
         """Embeds every image under ``folder``, at any depth; unreadable files are skipped with a warning.
 
         Args:
@@ -91,7 +102,9 @@ class Embedder:
         """
         paths = list_images(Path(folder))
         images = LabelledImages(paths, torch.zeros(len(paths), dtype=torch.long).numpy())
-        loader = torch.utils.data.DataLoader(ImageDataset(images, self.transform), batch_size=batch_size, num_workers=num_workers)
+        loader = torch.utils.data.DataLoader(
+            ImageDataset(images, self.transform), batch_size=batch_size, num_workers=num_workers
+        )
         gather = None
         if accelerator is not None and accelerator.num_processes > 1:
             loader, gather = accelerator.prepare(loader), accelerator.gather_for_metrics
@@ -102,7 +115,7 @@ class Embedder:
         )  # fmt: skip
         return embeddings, [str(paths[i]) for i in indices.tolist()]
 
-    def classify(self, embeddings: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+    def classify(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The nearest class mean of each embedding and its probability under the vMF posterior,
         ``softmax_c(kappa * cos(z, mu_c))``.
 

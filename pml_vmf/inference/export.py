@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -32,7 +32,13 @@ class ExportCheckError(ValueError):
 
 
 def export_embedder(
-    embedder: Embedder, folder: Path, formats: Sequence[str], check_batch: torch.Tensor, *, atol: float = 1e-4, overwrite: bool = False
+    embedder: Embedder,
+    folder: Path,
+    formats: Sequence[str],
+    check_batch: torch.Tensor,
+    *,
+    atol: float = 1e-4,
+    overwrite: bool = False,
 ) -> dict:
     """Writes the export folder, checking every copy against the eager model on ``check_batch`` first: the folder
     appears complete and checked, or not at all (a failed check or a failed ONNX export leaves nothing behind).
@@ -63,7 +69,10 @@ def export_embedder(
     if unknown:
         raise ValueError(f"Unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)}.")
     network = UnitEmbeddings(embedder.model.cpu()).eval()
-    with staged_folder(Path(folder), overwrite=overwrite, what="export", owned_names=EXPORT_FILES) as staging, torch.no_grad():
+    with (
+        staged_folder(Path(folder), overwrite=overwrite, what="export", owned_names=EXPORT_FILES) as staging,
+        torch.no_grad(),
+    ):
         write_model_files(staging, embedder.model, embedder.config, embedder.class_means)
         eager = network(check_batch)
         differences = {"safetensors": (load_embedder(staging).embed_tensor(check_batch) - eager).abs().max().item()}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ def _faiss():
     try:
         import faiss
     except ImportError as error:  # faiss is an extra: faiss-cpu or faiss-gpu
-        raise ImportError('EmbeddingIndex needs faiss: pip install "pml-vmf[cpu]" (faiss-cpu) or "pml-vmf[gpu]".') from error
+        raise ImportError(
+            'EmbeddingIndex needs faiss: pip install "pml-vmf[cpu]" (faiss-cpu) or "pml-vmf[gpu]".'
+        ) from error
     return faiss
 
 
@@ -55,7 +58,14 @@ class EmbeddingIndex:
     """
 
     def __init__(
-        self, dim: int, kind: str = "flat", *, nlist: Optional[int] = None, nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 64
+        self,
+        dim: int,
+        kind: str = "flat",
+        *,
+        nlist: Optional[int] = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"Index kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -68,10 +78,12 @@ class EmbeddingIndex:
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
-    def add(self, embeddings: torch.Tensor, paths: Optional[Sequence[str]] = None) -> "EmbeddingIndex":
+    def add(self, embeddings: torch.Tensor, paths: Optional[Sequence[str]] = None) -> EmbeddingIndex:
         """Adds embeddings (normalised here) and their names; an IVF index is trained on the first batch added."""
         vectors = self._as_vectors(embeddings, "embeddings")
-        paths = [str(p) for p in paths] if paths is not None else [str(len(self.paths) + i) for i in range(len(vectors))]
+        paths = (
+            [str(p) for p in paths] if paths is not None else [str(len(self.paths) + i) for i in range(len(vectors))]
+        )
         if len(paths) != len(vectors):
             raise ValueError(f"{len(vectors)} embeddings but {len(paths)} paths: give one path per embedding.")
         if self._index is None:
@@ -106,19 +118,29 @@ class EmbeddingIndex:
         faiss = _faiss()
         if self._index is None:
             raise ValueError("The index is empty: add embeddings before saving it.")
-        settings = dict(dim=self.dim, kind=self.kind, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_search=self.ef_search)
+        settings = dict(
+            dim=self.dim,
+            kind=self.kind,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            hnsw_m=self.hnsw_m,
+            ef_search=self.ef_search,
+        )
         with staged_folder(Path(folder), overwrite=overwrite, what="index", owned_names=INDEX_FOLDER_FILES) as staging:
             faiss.write_index(self._index, str(staging / INDEX_FILE))
             (staging / PATHS_FILE).write_text(json.dumps(self.paths))
             # Sizes and checksums, checked on load: a flipped byte is named, and no read goes past what was written.
-            files = {name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in (INDEX_FILE, PATHS_FILE)}
+            files = {
+                name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
+                for name in (INDEX_FILE, PATHS_FILE)
+            }
             record = {"format_version": FORMAT_VERSION, **settings, "size": len(self), **meta, "files": files}
             (staging / META_FILE).write_text(json.dumps(record, indent=1) + "\n")
         self.meta = record
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: Union[str, Path]) -> "EmbeddingIndex":
+    def load(cls, folder: Union[str, Path]) -> EmbeddingIndex:
         """Reads a folder :meth:`save` wrote, checking that its three files agree.
 
         Raises:
@@ -129,33 +151,54 @@ class EmbeddingIndex:
         faiss = _faiss()
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
-            raise FileNotFoundError(f"No index at {folder}: expected {META_FILE}, {INDEX_FILE} and {PATHS_FILE} (recipes/index.py writes them).")
+            raise FileNotFoundError(
+                f"No index at {folder}: expected {META_FILE}, {INDEX_FILE} and {PATHS_FILE} (recipes/index.py writes them)."
+            )
         meta = _read_json(folder / META_FILE, dict, max_bytes=1 << 20)
         missing = [key for key in ("format_version", "dim", "kind", "size") if key not in meta]
         if missing or meta["kind"] not in KINDS:
-            raise DamagedFileError(f"{folder / META_FILE} lacks {', '.join(missing) or 'a known kind'}: not an index this pml-vmf wrote; build it again with recipes/index.py.")
+            raise DamagedFileError(
+                f"{folder / META_FILE} lacks {', '.join(missing) or 'a known kind'}: not an index this pml-vmf wrote; build it again with recipes/index.py."
+            )
         _check_meta(folder / META_FILE, meta)
         if meta["format_version"] > FORMAT_VERSION:
-            raise ValueError(f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+            raise ValueError(
+                f"{folder / META_FILE} has format_version {meta['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf."
+            )
         for name, expected in meta.get("files", {}).items():
             problem = file_problem(folder / name, expected)
             if problem:
                 raise DamagedFileError(f"{problem}: build the index again.")
-        index = cls(meta["dim"], meta["kind"], nlist=meta.get("nlist"), nprobe=meta.get("nprobe", 16), hnsw_m=meta.get("hnsw_m", 32), ef_search=meta.get("ef_search", 64))
+        index = cls(
+            meta["dim"],
+            meta["kind"],
+            nlist=meta.get("nlist"),
+            nprobe=meta.get("nprobe", 16),
+            hnsw_m=meta.get("hnsw_m", 32),
+            ef_search=meta.get("ef_search", 64),
+        )
         if not (folder / INDEX_FILE).is_file():
             raise DamagedFileError(f"{folder / INDEX_FILE} is missing: the index folder is incomplete; build it again.")
         try:
             index._index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-            raise DamagedFileError(f"{folder / INDEX_FILE} cannot be read by faiss ({reason}): the file is truncated or damaged; build the index again.") from None
+            raise DamagedFileError(
+                f"{folder / INDEX_FILE} cannot be read by faiss ({reason}): the file is truncated or damaged; build the index again."
+            ) from None
         index._apply_search_settings()
         recorded = meta.get("files", {}).get(PATHS_FILE, {}).get("bytes")
         # Older indexes recorded no size: bound the read by a generous 4 kB a path.
-        index.paths = _read_json(folder / PATHS_FILE, list, max_bytes=recorded if recorded is not None else 4096 * meta["size"] + 4096)
+        index.paths = _read_json(
+            folder / PATHS_FILE, list, max_bytes=recorded if recorded is not None else 4096 * meta["size"] + 4096
+        )
         if not all(isinstance(p, str) for p in index.paths):
             raise DamagedFileError(f"{folder / PATHS_FILE} must list image paths (strings): build the index again.")
-        counts = {f"{INDEX_FILE} vectors": int(index._index.ntotal), f"{PATHS_FILE} entries": len(index.paths), f"{META_FILE} size": meta["size"]}
+        counts = {
+            f"{INDEX_FILE} vectors": int(index._index.ntotal),
+            f"{PATHS_FILE} entries": len(index.paths),
+            f"{META_FILE} size": meta["size"],
+        }
         if len(set(counts.values())) != 1 or index._index.d != index.dim:
             raise DamagedFileError(
                 f"The files of {folder} disagree ({', '.join(f'{k} {v}' for k, v in counts.items())}; width "
@@ -207,14 +250,31 @@ def _check_meta(path: Path, meta: dict) -> None:
     for key, types in _META_TYPES.items():
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], types)):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise DamagedFileError(f"{path}: {key} must be {names}, got {meta[key]!r}: not an index this pml-vmf wrote; build it again.")
-    for key, least in (("dim", 1), ("size", 0), ("format_version", 1), ("nprobe", 1), ("hnsw_m", 1), ("ef_search", 1), ("nlist", 1)):
+            raise DamagedFileError(
+                f"{path}: {key} must be {names}, got {meta[key]!r}: not an index this pml-vmf wrote; build it again."
+            )
+    for key, least in (
+        ("dim", 1),
+        ("size", 0),
+        ("format_version", 1),
+        ("nprobe", 1),
+        ("hnsw_m", 1),
+        ("ef_search", 1),
+        ("nlist", 1),
+    ):
         if isinstance(meta.get(key), int) and meta[key] < least:
             raise DamagedFileError(f"{path}: {key} must be at least {least}, got {meta[key]}: build the index again.")
     for name, expected in meta.get("files", {}).items():
-        if name not in (INDEX_FILE, PATHS_FILE) or not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int) \
-                or isinstance(expected.get("bytes"), bool) or not isinstance(expected.get("sha256"), str):
-            raise DamagedFileError(f"{path}: files.{name} must record bytes and sha256 of {INDEX_FILE} or {PATHS_FILE}: build the index again.")
+        if (
+            name not in (INDEX_FILE, PATHS_FILE)
+            or not isinstance(expected, dict)
+            or not isinstance(expected.get("bytes"), int)
+            or isinstance(expected.get("bytes"), bool)
+            or not isinstance(expected.get("sha256"), str)
+        ):
+            raise DamagedFileError(
+                f"{path}: files.{name} must record bytes and sha256 of {INDEX_FILE} or {PATHS_FILE}: build the index again."
+            )
 
 
 def _read_json(path: Path, kind: type, max_bytes: int):
@@ -223,14 +283,20 @@ def _read_json(path: Path, kind: type, max_bytes: int):
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
         if len(raw) > max_bytes:
-            raise DamagedFileError(f"{path} is larger than the {max_bytes} bytes it can be: not the file the index wrote; build the index again.")
+            raise DamagedFileError(
+                f"{path} is larger than the {max_bytes} bytes it can be: not the file the index wrote; build the index again."
+            )
         value = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise DamagedFileError(f"{path} is missing: the index folder is incomplete; build it again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DamagedFileError(f"{path} is not valid JSON ({error}): the file is truncated or damaged; build the index again.") from None
+        raise DamagedFileError(
+            f"{path} is not valid JSON ({error}): the file is truncated or damaged; build the index again."
+        ) from None
     if not isinstance(value, kind):
-        raise DamagedFileError(f"{path} must hold a JSON {kind.__name__}, got {type(value).__name__}: build the index again.")
+        raise DamagedFileError(
+            f"{path} must hold a JSON {kind.__name__}, got {type(value).__name__}: build the index again."
+        )
     return value
 
 

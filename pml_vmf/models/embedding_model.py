@@ -30,7 +30,9 @@ class EmbeddingModel(torch.nn.Module):
         self.backbone = backbone
         width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         # ProxyNCA++'s head normalises the pooled features without an affine (no parameters, no state).
-        self.feature_norm = torch.nn.LayerNorm(width, elementwise_affine=False) if feature_layernorm else torch.nn.Identity()
+        self.feature_norm = (
+            torch.nn.LayerNorm(width, elementwise_affine=False) if feature_layernorm else torch.nn.Identity()
+        )
         self.head = torch.nn.Linear(width, embedding_size)
 
     @property
@@ -95,7 +97,9 @@ def create_embedding_model(
     except (TypeError, ValueError, AssertionError) as error:
         if global_pool is None:
             raise
-        raise ConfigError(f"model.global_pool={global_pool!r} is not a pooling {backbone} takes ({error}); timm's are avg, max, avgmax, catavgmax.") from error
+        raise ConfigError(
+            f"model.global_pool={global_pool!r} is not a pooling {backbone} takes ({error}); timm's are avg, max, avgmax, catavgmax."
+        ) from error
     if freeze_batchnorm:
         network = freeze_batch_norm_2d(network)
     return EmbeddingModel(network, embedding_size, feature_layernorm=feature_layernorm)

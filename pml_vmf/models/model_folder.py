@@ -68,7 +68,9 @@ class EmbedderConfig:
         )  # fmt: skip
 
 
-def write_model_files(folder: Path, model: torch.nn.Module, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None) -> None:
+def write_model_files(
+    folder: Path, model: torch.nn.Module, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None
+) -> None:
     """Writes ``embedder.json``, ``model.safetensors`` and, with means, ``class_means.safetensors`` into ``folder``
     (an empty folder being staged: see :func:`save_model_folder`)."""
     from safetensors.torch import save_file
@@ -83,14 +85,21 @@ def write_model_files(folder: Path, model: torch.nn.Module, config: EmbedderConf
 
 
 def save_model_folder(
-    folder: Path, model: torch.nn.Module, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None, *, overwrite: bool = False
+    folder: Path,
+    model: torch.nn.Module,
+    config: EmbedderConfig,
+    class_means: Optional[torch.Tensor] = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Writes a model folder atomically: complete or not at all, never mixed with another model's files.
 
     Raises:
         FileExistsError: when ``folder`` exists and ``overwrite`` is false.
     """
-    with staged_folder(folder, overwrite=overwrite, what="model", owned_names=(CONFIG_FILE, WEIGHTS_FILE, MEANS_FILE)) as tmp:
+    with staged_folder(
+        folder, overwrite=overwrite, what="model", owned_names=(CONFIG_FILE, WEIGHTS_FILE, MEANS_FILE)
+    ) as tmp:
         write_model_files(tmp, model, config, class_means)
     return Path(folder)
 
@@ -107,26 +116,39 @@ def read_model_config(folder: Path) -> EmbedderConfig:
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DamagedFileError(f"{path} is not valid JSON ({error}): the model folder is damaged; export it again.") from None
+        raise DamagedFileError(
+            f"{path} is not valid JSON ({error}): the model folder is damaged; export it again."
+        ) from None
     if not isinstance(raw, dict):
         raise DamagedFileError(f"{path} must hold a JSON object, got {type(raw).__name__}: export the model again.")
     version = raw.get("format_version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise DamagedFileError(f"{path}: format_version must be an integer, got {version!r}: export the model again.")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {raw['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf.")
+        raise ValueError(
+            f"{path} has format_version {raw['format_version']}; this pml-vmf reads up to {FORMAT_VERSION}: upgrade pml-vmf."
+        )
     problem = _config_problem(raw)
     if problem:
         raise DamagedFileError(f"{path}: {problem}: the model folder is damaged or was edited; export it again.")
     known = {f.name for f in fields(EmbedderConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        warnings.warn(f"{path}: ignoring keys this pml-vmf does not know: {', '.join(unknown)} (written by a newer version?).", stacklevel=2)
+        warnings.warn(
+            f"{path}: ignoring keys this pml-vmf does not know: {', '.join(unknown)} (written by a newer version?).",
+            stacklevel=2,
+        )
     try:
         return EmbedderConfig(**{k: v for k, v in raw.items() if k in known})
     except TypeError:
-        missing = [f.name for f in fields(EmbedderConfig) if f.name not in raw and f.name in ("backbone", "embedding_size", "eval_transform")]
-        raise DamagedFileError(f"{path} lacks {', '.join(missing)}: the model folder is damaged; export it again.") from None
+        missing = [
+            f.name
+            for f in fields(EmbedderConfig)
+            if f.name not in raw and f.name in ("backbone", "embedding_size", "eval_transform")
+        ]
+        raise DamagedFileError(
+            f"{path} lacks {', '.join(missing)}: the model folder is damaged; export it again."
+        ) from None
 
 
 MAX_INPUT_SIDE = 4096  # pixels: a larger eval size is a damaged file, not a model (it would allocate gigabytes)
@@ -150,12 +172,19 @@ def _config_problem(raw: dict) -> Optional[str]:
         if key not in t:
             return f"eval_transform lacks {key}"
     size = t["input_size"]
-    if not (isinstance(size, list) and len(size) == 3 and size[0] == 3 and all(is_int_at_least(v, 1) and v <= MAX_INPUT_SIDE for v in size[1:])):
+    if not (
+        isinstance(size, list)
+        and len(size) == 3
+        and size[0] == 3
+        and all(is_int_at_least(v, 1) and v <= MAX_INPUT_SIDE for v in size[1:])
+    ):
         return f"eval_transform.input_size must be [3, H, W] with sides 1 to {MAX_INPUT_SIDE}, got {size!r}"
     if t["interpolation"] not in INTERPOLATIONS:
         return f"eval_transform.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {t['interpolation']!r}"
     for key in ("mean", "std"):
-        if not (isinstance(t[key], list) and len(t[key]) == 3 and all(is_finite_number(v) for v in t[key])) or (key == "std" and min(t[key]) <= 0):
+        if not (isinstance(t[key], list) and len(t[key]) == 3 and all(is_finite_number(v) for v in t[key])) or (
+            key == "std" and min(t[key]) <= 0
+        ):
             return f"eval_transform.{key} must be three {'positive ' if key == 'std' else ''}numbers, got {t[key]!r}"
     if not (is_finite_number(t["crop_pct"]) and 0 < t["crop_pct"] <= 2):
         return f"eval_transform.crop_pct must be in (0, 2], got {t['crop_pct']!r}"
@@ -184,10 +213,12 @@ def _load_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own SafetensorError for truncated or altered files
-        raise DamagedFileError(f"{path} cannot be read as safetensors ({error}): the file is truncated or damaged.") from None
+        raise DamagedFileError(
+            f"{path} cannot be read as safetensors ({error}): the file is truncated or damaged."
+        ) from None
 
 
-def read_model_folder(folder: Path) -> "tuple[EmbeddingModel, EmbedderConfig, Optional[torch.Tensor]]":
+def read_model_folder(folder: Path) -> tuple[EmbeddingModel, EmbedderConfig, Optional[torch.Tensor]]:
     """Reads a model folder: the model (in eval mode, on the CPU), its config, and its vMF class means or None.
 
     Raises:
@@ -215,10 +246,14 @@ def read_model_folder(folder: Path) -> "tuple[EmbeddingModel, EmbedderConfig, Op
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[:3]
-        raise DamagedFileError(f"{folder / WEIGHTS_FILE} does not fit the architecture {CONFIG_FILE} describes ({' '.join(first)}).") from None
+        raise DamagedFileError(
+            f"{folder / WEIGHTS_FILE} does not fit the architecture {CONFIG_FILE} describes ({' '.join(first)})."
+        ) from None
     means = _load_safetensors(folder / MEANS_FILE).get("class_means") if (folder / MEANS_FILE).is_file() else None
     if means is not None and (means.ndim != 2 or means.shape[1] != config.embedding_size):
-        raise DamagedFileError(f"{folder / MEANS_FILE} holds means of shape {tuple(means.shape)}, not (classes, {config.embedding_size}).")
+        raise DamagedFileError(
+            f"{folder / MEANS_FILE} holds means of shape {tuple(means.shape)}, not (classes, {config.embedding_size})."
+        )
     if means is not None and config.class_names is not None and len(config.class_names) != means.shape[0]:
         raise DamagedFileError(
             f"{folder / CONFIG_FILE} names {len(config.class_names)} classes but {folder / MEANS_FILE} holds {means.shape[0]} means: "

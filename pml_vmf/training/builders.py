@@ -10,7 +10,14 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 
-from ..data import DecodedImageCache, ImageDataset, LabelledImages, MPerClassBatchSampler, RetrievalSplits, load_protocol
+from ..data import (
+    DecodedImageCache,
+    ImageDataset,
+    LabelledImages,
+    MPerClassBatchSampler,
+    RetrievalSplits,
+    load_protocol,
+)
 from ..input_checks import is_finite_number, is_int_at_least
 from ..models import EmbeddingModel, create_embedding_model
 from ..sharding import ClassShard
@@ -29,7 +36,14 @@ def multiprocess_without_cuda() -> bool:
 
 
 # Counts that must be positive (or at least 0), checked before a run folder or anything else is made.
-POSITIVE_KEYS = ("train.batch_size", "train.samples_per_class", "data.image_size", "eval.batch_size", "model.embedding_size", "eval.every")
+POSITIVE_KEYS = (
+    "train.batch_size",
+    "train.samples_per_class",
+    "data.image_size",
+    "eval.batch_size",
+    "model.embedding_size",
+    "eval.every",
+)
 NON_NEGATIVE_KEYS = ("train.epochs", "data.num_workers", "optim.head_warmup_epochs")
 
 
@@ -41,32 +55,91 @@ def _config_value(c: RecipeConfig, dotted_key: str):
 def check_ranges(c: RecipeConfig) -> None:
     """Rejects values outside their range (rates, probabilities, crop scales, normalisation), naming the key."""
     for key, value, rule, ok in (
-        ("optim.lr", c.optim.lr, "a number >= 0 (0 freezes the network)", is_finite_number(c.optim.lr) and c.optim.lr >= 0),
+        (
+            "optim.lr",
+            c.optim.lr,
+            "a number >= 0 (0 freezes the network)",
+            is_finite_number(c.optim.lr) and c.optim.lr >= 0,
+        ),
         ("optim.loss_lr", c.optim.loss_lr, "a number >= 0", is_finite_number(c.optim.loss_lr) and c.optim.loss_lr >= 0),
-        ("optim.backbone_lr", c.optim.backbone_lr, "a number >= 0 or null", c.optim.backbone_lr is None or (is_finite_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0)),
-        ("optim.weight_decay", c.optim.weight_decay, "a number >= 0", is_finite_number(c.optim.weight_decay) and c.optim.weight_decay >= 0),
-        ("data.hflip", c.data.hflip, "a probability in [0, 1]", is_finite_number(c.data.hflip) and 0 <= c.data.hflip <= 1),
-        ("data.color_jitter", c.data.color_jitter, "a number in [0, 1]", is_finite_number(c.data.color_jitter) and 0 <= c.data.color_jitter <= 1),
-        ("data.val_fraction", c.data.val_fraction, "a share in [0, 1)", is_finite_number(c.data.val_fraction) and 0 <= c.data.val_fraction < 1),
-        ("data.max_images_per_class", c.data.max_images_per_class, "an integer >= 1 or null", c.data.max_images_per_class is None
-         or is_int_at_least(c.data.max_images_per_class, 1)),
-        ("data.train_scale", c.data.train_scale, "[low, high] with 0 < low <= high <= 1 (shares of the image area)",
-         isinstance(c.data.train_scale, list) and len(c.data.train_scale) == 2 and all(is_finite_number(v) for v in c.data.train_scale)
-         and 0 < c.data.train_scale[0] <= c.data.train_scale[1] <= 1),
-        ("eval.recall_at", c.eval.recall_at, "a list of integers >= 1, e.g. [1, 2, 4, 8]", isinstance(c.eval.recall_at, list)
-         and all(is_int_at_least(k, 1) for k in c.eval.recall_at)),
-        ("run.name", c.run.name, "a folder name (not empty, no '/')", isinstance(c.run.name, str) and c.run.name.strip() not in ("", ".", "..")
-         and "/" not in c.run.name),
-        ("run.output_dir", c.run.output_dir, "a folder path", isinstance(c.run.output_dir, str) and c.run.output_dir.strip() != ""),
-        ("eval.metrics", c.eval.metrics, "a list of AccuracyCalculator metric names", isinstance(c.eval.metrics, list)
-         and all(isinstance(m, str) for m in c.eval.metrics)),
+        (
+            "optim.backbone_lr",
+            c.optim.backbone_lr,
+            "a number >= 0 or null",
+            c.optim.backbone_lr is None or (is_finite_number(c.optim.backbone_lr) and c.optim.backbone_lr >= 0),
+        ),
+        (
+            "optim.weight_decay",
+            c.optim.weight_decay,
+            "a number >= 0",
+            is_finite_number(c.optim.weight_decay) and c.optim.weight_decay >= 0,
+        ),
+        (
+            "data.hflip",
+            c.data.hflip,
+            "a probability in [0, 1]",
+            is_finite_number(c.data.hflip) and 0 <= c.data.hflip <= 1,
+        ),
+        (
+            "data.color_jitter",
+            c.data.color_jitter,
+            "a number in [0, 1]",
+            is_finite_number(c.data.color_jitter) and 0 <= c.data.color_jitter <= 1,
+        ),
+        (
+            "data.val_fraction",
+            c.data.val_fraction,
+            "a share in [0, 1)",
+            is_finite_number(c.data.val_fraction) and 0 <= c.data.val_fraction < 1,
+        ),
+        (
+            "data.max_images_per_class",
+            c.data.max_images_per_class,
+            "an integer >= 1 or null",
+            c.data.max_images_per_class is None or is_int_at_least(c.data.max_images_per_class, 1),
+        ),
+        (
+            "data.train_scale",
+            c.data.train_scale,
+            "[low, high] with 0 < low <= high <= 1 (shares of the image area)",
+            isinstance(c.data.train_scale, list)
+            and len(c.data.train_scale) == 2
+            and all(is_finite_number(v) for v in c.data.train_scale)
+            and 0 < c.data.train_scale[0] <= c.data.train_scale[1] <= 1,
+        ),
+        (
+            "eval.recall_at",
+            c.eval.recall_at,
+            "a list of integers >= 1, e.g. [1, 2, 4, 8]",
+            isinstance(c.eval.recall_at, list) and all(is_int_at_least(k, 1) for k in c.eval.recall_at),
+        ),
+        (
+            "run.name",
+            c.run.name,
+            "a folder name (not empty, no '/')",
+            isinstance(c.run.name, str) and c.run.name.strip() not in ("", ".", "..") and "/" not in c.run.name,
+        ),
+        (
+            "run.output_dir",
+            c.run.output_dir,
+            "a folder path",
+            isinstance(c.run.output_dir, str) and c.run.output_dir.strip() != "",
+        ),
+        (
+            "eval.metrics",
+            c.eval.metrics,
+            "a list of AccuracyCalculator metric names",
+            isinstance(c.eval.metrics, list) and all(isinstance(m, str) for m in c.eval.metrics),
+        ),
     ):
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}.")
     for key, value, positive in (("data.mean", c.data.mean, False), ("data.std", c.data.std, True)):
         if value is None:
             continue
-        if not (isinstance(value, list) and len(value) == 3 and all(is_finite_number(v) for v in value)) or (positive and min(value) <= 0):
+        if not (isinstance(value, list) and len(value) == 3 and all(is_finite_number(v) for v in value)) or (
+            positive and min(value) <= 0
+        ):
             need = "three numbers > 0 (one per RGB channel)" if positive else "three numbers (one per RGB channel)"
             raise ConfigError(f"{key} must be {need}, or null for the backbone's own; got {value!r}.")
 
@@ -79,7 +152,9 @@ def check_config(c: RecipeConfig) -> None:
             if not is_int_at_least(value, least):
                 raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}.")
     if c.train.max_steps_per_epoch is not None and c.train.max_steps_per_epoch < 1:
-        raise ConfigError(f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}.")
+        raise ConfigError(
+            f"train.max_steps_per_epoch must be at least 1 (or null for whole epochs), got {c.train.max_steps_per_epoch}."
+        )
     check_ranges(c)
     check_mean_settings(c)
     if c.optim.optimizer not in ("adamw", "sgd"):
@@ -98,10 +173,16 @@ def check_config(c: RecipeConfig) -> None:
             f"eval.select_by picks the tested checkpoint by a validation metric: one of {', '.join(selectable)} "
             f"(eval.metrics, Recall@K of eval.recall_at, or the loss's own classifier on a closed set); got {c.eval.select_by!r}."
         )
-    for key, by_loss in (("loss.params", c.loss.params), ("loss.miner_params", c.loss.miner_params), ("by_loss", c.by_loss)):
+    for key, by_loss in (
+        ("loss.params", c.loss.params),
+        ("loss.miner_params", c.loss.miner_params),
+        ("by_loss", c.by_loss),
+    ):
         unknown = [loss for loss in by_loss if loss not in LOSSES]
         if unknown:
-            raise ConfigError(f"{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one.")
+            raise ConfigError(
+                f"{key} is keyed by loss name ({', '.join(LOSSES)}); {', '.join(map(str, unknown))} is not one."
+            )
 
 
 def build_accelerator(c: RecipeConfig) -> Accelerator:
@@ -141,7 +222,9 @@ def build_model(c: RecipeConfig) -> EmbeddingModel:
     return model.to(memory_format=torch.channels_last) if c.run.channels_last else model
 
 
-def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator, held_out_classes: int = 0) -> MPerClassBatchSampler:
+def build_sampler(
+    c: RecipeConfig, labels, accelerator: Accelerator, held_out_classes: int = 0
+) -> MPerClassBatchSampler:
     """The class-balanced batch sampler of the training split; ``held_out_classes``: how many classes the
     validation split took, named in the error when too few classes are left for one batch."""
     try:
@@ -158,7 +241,9 @@ def build_sampler(c: RecipeConfig, labels, accelerator: Accelerator, held_out_cl
         ) from None
 
 
-def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *, cache: bool = False, **kwargs) -> torch.utils.data.DataLoader:
+def build_loader(
+    c: RecipeConfig, images: LabelledImages, transform: Callable, *, cache: bool = False, **kwargs
+) -> torch.utils.data.DataLoader:
     """A loader of ``(image, label, index)``; ``kwargs`` give its ``batch_sampler`` or its ``batch_size``. With
     ``cache`` (an eval transform), a :class:`DecodedImageCache` read in this process, without workers."""
     dataset = DecodedImageCache(images, transform) if cache else ImageDataset(images, transform)
@@ -175,7 +260,9 @@ def build_loader(c: RecipeConfig, images: LabelledImages, transform: Callable, *
 def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> TrainingLoss:
     params = dict(c.loss.params.get(c.loss.name) or {})
     if c.loss.shard_means and accelerator.num_processes > 1:
-        params["shard"] = ClassShard.contiguous(num_classes, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        params["shard"] = ClassShard.contiguous(
+            num_classes, rank=accelerator.process_index, world_size=accelerator.num_processes
+        )
     loss = build_training_loss(
         c.loss.name,
         num_classes,
@@ -199,7 +286,9 @@ def group_settings(c: RecipeConfig, groups: list) -> list:
     settings = [(backbone_key, c.optim.lr if c.optim.backbone_lr is None else c.optim.backbone_lr, c.optim.weight_decay),
                 ("optim.lr", c.optim.lr, c.optim.weight_decay)]  # fmt: skip
     for params in groups[2:]:
-        settings.append(("optim.loss_lr", c.optim.loss_lr, 0.0 if all(p.ndim == 0 for p in params) else c.optim.weight_decay))
+        settings.append(
+            ("optim.loss_lr", c.optim.loss_lr, 0.0 if all(p.ndim == 0 for p in params) else c.optim.weight_decay)
+        )
     return settings
 
 
@@ -209,7 +298,9 @@ def build_optimizer(c: RecipeConfig, model: EmbeddingModel, loss: TrainingLoss) 
     scalars = [p for p in loss.parameters() if p.ndim == 0]
     tensors = [p for p in loss.parameters() if p.ndim > 0]
     params = [list(model.backbone.parameters()), list(model.head.parameters())] + [g for g in (tensors, scalars) if g]
-    groups = [{"params": p, "lr": lr, "weight_decay": decay} for p, (_, lr, decay) in zip(params, group_settings(c, params))]
+    groups = [
+        {"params": p, "lr": lr, "weight_decay": decay} for p, (_, lr, decay) in zip(params, group_settings(c, params))
+    ]
     if c.optim.optimizer == "adamw":
         return torch.optim.AdamW(groups)
     return torch.optim.SGD(groups, momentum=0.9, nesterov=True)
@@ -228,7 +319,9 @@ def lr_lambdas(num_groups: int, total_steps: int, head_warmup_steps: int, cosine
     return [backbone] + [decay] * (num_groups - 1)
 
 
-def apply_optimizer_settings(c: RecipeConfig, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> list:
+def apply_optimizer_settings(
+    c: RecipeConfig, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR
+) -> list:
     """Puts ``c``'s learning rates and weight decay (:func:`group_settings`) into a restored optimizer and schedule (a
     resumed run's overrides), keeping the schedule's position; returns ``["optim.lr 0.001 -> 0.0005", ...]`` for
     what changed."""
@@ -245,7 +338,9 @@ def apply_optimizer_settings(c: RecipeConfig, optimizer: torch.optim.Optimizer, 
     return list(changed.values())
 
 
-def build_scheduler(c: RecipeConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    c: RecipeConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per global step (not per process), so it is not passed through ``accelerator.prepare``."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,

@@ -31,9 +31,13 @@ def _load_tensors(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise DamagedFileError(f"{path} holds more than tensors and plain values, and is not loaded: {str(error).splitlines()[0]}") from None
+        raise DamagedFileError(
+            f"{path} holds more than tensors and plain values, and is not loaded: {str(error).splitlines()[0]}"
+        ) from None
     except (RuntimeError, EOFError) as error:
-        raise DamagedFileError(f"{path} cannot be read ({str(error).splitlines()[0]}): the file is truncated or damaged.") from None
+        raise DamagedFileError(
+            f"{path} cannot be read ({str(error).splitlines()[0]}): the file is truncated or damaged."
+        ) from None
 
 
 def _first_unsafe_file(path: Path) -> Path:
@@ -79,7 +83,9 @@ class CheckpointKeeper:
         per_process: objects with ``state_dict``/``load_state_dict`` whose state differs between processes, by name.
     """
 
-    def __init__(self, accelerator: Accelerator, folder: Path, shared: Optional[dict] = None, per_process: Optional[dict] = None) -> None:
+    def __init__(
+        self, accelerator: Accelerator, folder: Path, shared: Optional[dict] = None, per_process: Optional[dict] = None
+    ) -> None:
         self.accelerator = accelerator
         self.folder = Path(folder)
         self.shared = shared or {}
@@ -95,7 +101,11 @@ class CheckpointKeeper:
         if not isinstance(index, dict):
             return {}
         # Only the plain names of checkpoint folders inside this run: a path elsewhere is never followed.
-        return {k: v for k, v in index.items() if k in ("last", "best") and isinstance(v, str) and CHECKPOINT_NAME.fullmatch(v)}
+        return {
+            k: v
+            for k, v in index.items()
+            if k in ("last", "best") and isinstance(v, str) and CHECKPOINT_NAME.fullmatch(v)
+        }
 
     def exists(self) -> bool:
         """Whether any checkpoint folder has been written (intact or not)."""
@@ -106,7 +116,9 @@ class CheckpointKeeper:
         if not self.folder.is_dir():
             return []
         # A link is never a checkpoint of this run: it may point anywhere, and pruning it would delete elsewhere.
-        found = [p for p in self.folder.iterdir() if p.is_dir() and not p.is_symlink() and CHECKPOINT_NAME.fullmatch(p.name)]
+        found = [
+            p for p in self.folder.iterdir() if p.is_dir() and not p.is_symlink() and CHECKPOINT_NAME.fullmatch(p.name)
+        ]
         return sorted(found, key=lambda p: (p.name[:10], p.name[10:] == "", p.name), reverse=True)
 
     def save(self, name: str, is_best: bool, best_name: Optional[str] = None) -> Path:
@@ -128,7 +140,11 @@ class CheckpointKeeper:
             torch.save(obj.state_dict(), tmp / f"{key}_process{self.accelerator.process_index}.pt")
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            manifest = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+            manifest = {
+                p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                for p in sorted(tmp.iterdir())
+                if p.is_file()
+            }
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
             final = self.folder / name
             if final.is_symlink():
@@ -186,8 +202,14 @@ class CheckpointKeeper:
         if not isinstance(manifest, dict) or not manifest:
             return f"{manifest_path} is damaged (not a record of the checkpoint's files)"
         for name, expected in manifest.items():
-            if "/" in name or "\\" in name or name in (".", "..") or not isinstance(expected, dict) \
-                    or not isinstance(expected.get("bytes"), int) or not isinstance(expected.get("sha256"), str):
+            if (
+                "/" in name
+                or "\\" in name
+                or name in (".", "..")
+                or not isinstance(expected, dict)
+                or not isinstance(expected.get("bytes"), int)
+                or not isinstance(expected.get("sha256"), str)
+            ):
                 return f"{manifest_path} is damaged (its entry {name!r} is not a file name with bytes and sha256)"
         for name, expected in manifest.items():
             problem = file_problem(path / name, expected)
@@ -210,10 +232,17 @@ class CheckpointKeeper:
         usable = named is not None and _is_checkpoint(named)
         candidates = [named] if usable else []
         if not usable:
-            lost = f"{self.folder / INDEX} is missing or damaged" if named is None else f"{named}, which {INDEX} names, is missing"
+            lost = (
+                f"{self.folder / INDEX} is missing or damaged"
+                if named is None
+                else f"{named}, which {INDEX} names, is missing"
+            )
             if not self._folders():
                 raise FileNotFoundError(f"No checkpoint in {self.folder}: the run has not finished an epoch yet.")
-            warnings.warn(f"{lost}; looking for the newest intact checkpoint among {', '.join(p.name for p in self._folders())}.", stacklevel=2)
+            warnings.warn(
+                f"{lost}; looking for the newest intact checkpoint among {', '.join(p.name for p in self._folders())}.",
+                stacklevel=2,
+            )
         candidates += [p for p in self._folders() if p not in candidates]
         problems = []
         for path in candidates:
@@ -224,7 +253,9 @@ class CheckpointKeeper:
                 self._load_folder(path)
                 return path
             problems.append(problem)
-        raise DamagedFileError(f"No intact checkpoint in {self.folder}: {'; '.join(problems)}. Start a new run (run.name=...).")
+        raise DamagedFileError(
+            f"No intact checkpoint in {self.folder}: {'; '.join(problems)}. Start a new run (run.name=...)."
+        )
 
     def _check_process_layout(self, path: Path) -> None:
         """Refuses a checkpoint whose per-process states cannot be spread over this run's processes: sharded class
@@ -234,12 +265,19 @@ class CheckpointKeeper:
         for key, obj in {**self.shared, **self.per_process}.items():
             written_by = len(list(path.glob(f"{key}_process*.pt")))
             shared_but_split = key in self.shared and written_by and not (path / f"{key}.pt").is_file()
-            if key in self.per_process and written_by == 0 and (path / f"{key}.pt").is_file() and not hasattr(obj, "combine_process_states"):
+            if (
+                key in self.per_process
+                and written_by == 0
+                and (path / f"{key}.pt").is_file()
+                and not hasattr(obj, "combine_process_states")
+            ):
                 raise ValueError(
                     f"{path} holds the class means whole (a run without loss.shard_means) and this run shards them: "
                     "resume it with loss.shard_means=false, or start a new run to shard them."
                 )
-            if shared_but_split or (key in self.per_process and written_by != world_size and not hasattr(obj, "combine_process_states")):
+            if shared_but_split or (
+                key in self.per_process and written_by != world_size and not hasattr(obj, "combine_process_states")
+            ):
                 raise ValueError(
                     f"{path} was written by {written_by} processes with sharded class means and this run has {world_size} "
                     f"process(es): sharded means cannot be redistributed yet. Resume it "
@@ -255,15 +293,21 @@ class CheckpointKeeper:
                 _accelerate_load(rng_file)
             planted = next(path.glob("custom_checkpoint_*.pkl"), None)  # accelerate would unpickle these in full
             if planted is not None:
-                raise DamagedFileError(f"{planted} is not a file pml-vmf writes (a full pickle, which can run code) and is not loaded: remove it to resume.")
+                raise DamagedFileError(
+                    f"{planted} is not a file pml-vmf writes (a full pickle, which can run code) and is not loaded: remove it to resume."
+                )
             self.accelerator.load_state(str(path))
             for key, obj in self.shared.items():
                 obj.load_state_dict(_load_tensors(path / f"{key}.pt"))
         except pickle.UnpicklingError:  # accelerate's weights_only load refused a file: name it
-            raise DamagedFileError(f"{_first_unsafe_file(path)} holds more than tensors and plain values, and is not loaded.") from None
+            raise DamagedFileError(
+                f"{_first_unsafe_file(path)} holds more than tensors and plain values, and is not loaded."
+            ) from None
         except (SafetensorError, KeyError, EOFError) as error:
             # A file that passed the manifest but is not what its name says (written so by hand, or by a newer tool).
-            raise DamagedFileError(f"{path} holds a file its loader cannot read ({type(error).__name__}: {str(error)[:200]}): this checkpoint is damaged.") from None
+            raise DamagedFileError(
+                f"{path} holds a file its loader cannot read ({type(error).__name__}: {str(error)[:200]}): this checkpoint is damaged."
+            ) from None
         except RuntimeError as error:  # load_state_dict's size mismatch: the config that built the run differs
             first = " ".join(str(error).strip().splitlines()[:2])
             raise CheckpointMismatchError(

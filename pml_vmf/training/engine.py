@@ -10,8 +10,9 @@ user's at the end of each step or epoch (:mod:`~pml_vmf.training.hooks`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from accelerate.utils import set_seed
@@ -44,6 +45,7 @@ from .progress import TrainingProgress
 from .run_folder import RunFolder
 from .run_log import RunLog
 
+
 class RecipeRun:
     """One training run of a recipe config, on however many processes ``accelerate launch`` started.
 
@@ -60,7 +62,12 @@ class RecipeRun:
     """
 
     def __init__(
-        self, config: RecipeConfig, resume: bool = False, hooks: Sequence[RunHook] = (), *, evaluation_only: bool = False
+        self,
+        config: RecipeConfig,
+        resume: bool = False,
+        hooks: Sequence[RunHook] = (),
+        *,
+        evaluation_only: bool = False,
     ) -> None:
         self.config = c = config
         self.hooks = list(hooks)
@@ -97,17 +104,25 @@ class RecipeRun:
         self.scheduler = build_scheduler(c, optimizer, self.steps_per_epoch)
         eval_sets = evaluation_sets(self.splits)
         eval_loaders = [
-            build_loader(c, images, eval_transform, batch_size=c.eval.batch_size, cache=c.data.cache_eval_images) for images in eval_sets.values()
+            build_loader(c, images, eval_transform, batch_size=c.eval.batch_size, cache=c.data.cache_eval_images)
+            for images in eval_sets.values()
         ]
         # The train loader shards itself (MPerClassBatchSampler); the scheduler steps once per global step, so
         # neither goes through prepare(), which would shard or step them per process.
         self.model, self.optimizer, *eval_loaders = self.accelerator.prepare(model, optimizer, *eval_loaders)
-        self.evaluator = RunEvaluator(c, self.accelerator, self.model, self.splits, dict(zip(eval_sets, eval_loaders)), num_classes)
+        self.evaluator = RunEvaluator(
+            c, self.accelerator, self.model, self.splits, dict(zip(eval_sets, eval_loaders)), num_classes
+        )
         self.evaluator.check_select_by(self.loss.loss)
         self.means = build_mean_schedule(c, self.loss, self.evaluator.training_set_means, self.accelerator.gather)
         self.progress = TrainingProgress()
         loss_shared, self.checkpoints.per_process = self.loss.checkpoint_objects()
-        self.checkpoints.shared = {"scheduler": self.scheduler, "sampler": self.sampler, "progress": self.progress, **loss_shared}
+        self.checkpoints.shared = {
+            "scheduler": self.scheduler,
+            "sampler": self.sampler,
+            "progress": self.progress,
+            **loss_shared,
+        }
         self.stop_signals = StopSignals()
         self.guard = StepGuard(self.accelerator, self.stop_signals)
         if evaluation_only:
@@ -123,7 +138,9 @@ class RecipeRun:
             path = self.checkpoints.load("last")
             changed = apply_optimizer_settings(c, self.optimizer, self.scheduler)
             if changed:
-                self.accelerator.print(f"Resumed with new optimizer settings: {', '.join(changed)} (the schedule keeps its position).")
+                self.accelerator.print(
+                    f"Resumed with new optimizer settings: {', '.join(changed)} (the schedule keeps its position)."
+                )
                 if self.accelerator.is_main_process:
                     save_config(c, self.run.config)  # the run's config says what it trains with from here on
             repaired = self.checkpoints.repair_index(path, self._best_checkpoint())
@@ -205,7 +222,12 @@ class RecipeRun:
         self.sampler.set_epoch(epoch, start_batch=progress.step)
         reset_peak_memory(self.device)
         started = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=progress.step, desc=f"epoch {epoch}", disable=not self.accelerator.is_local_main_process)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=progress.step,
+            desc=f"epoch {epoch}",
+            disable=not self.accelerator.is_local_main_process,
+        )
         with bar:  # closed before any message of a stop, so that the message is the last line
             for images, labels, _ in self.train_loader:
                 if progress.step >= self.steps_per_epoch:
@@ -213,12 +235,17 @@ class RecipeRun:
                 loss = self.train_step(images, labels)
                 progress.count_step(loss)
                 bar.update()
-                self.log.step(epoch, progress.step, progress.global_step, loss, [g["lr"] for g in self.optimizer.param_groups])
+                self.log.step(
+                    epoch, progress.step, progress.global_step, loss, [g["lr"] for g in self.optimizer.param_groups]
+                )
                 for hook in self.hooks:
                     hook.on_step_end(self, loss)
                 if self.guard.stop_agreed and progress.step < self.steps_per_epoch:
                     bar.close()
-                    name, where = f"epoch_{epoch:04d}_step_{progress.step:06d}", f"epoch {epoch}, step {progress.step} of {self.steps_per_epoch}"
+                    name, where = (
+                        f"epoch_{epoch:04d}_step_{progress.step:06d}",
+                        f"epoch {epoch}, step {progress.step} of {self.steps_per_epoch}",
+                    )
                     self._interrupt(name, where)
         diagnostics = self.means.end_epoch(epoch)
         seconds = time.perf_counter() - started  # the mean updates are part of the training cost
@@ -260,7 +287,9 @@ class RecipeRun:
             hook.on_epoch_end(self, record)
         self._check_finite_state()  # before the progress moves on, so that an error names this epoch
         self.progress.start_epoch(epoch + 1)
-        path = self.checkpoints.save(f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None, best_name=self._best_checkpoint())
+        path = self.checkpoints.save(
+            f"epoch_{epoch:04d}", is_best=is_best or self.splits.val is None, best_name=self._best_checkpoint()
+        )
         if epoch + 1 == c.train.epochs:
             return
         if self.guard.any_stop_signal():
@@ -268,7 +297,9 @@ class RecipeRun:
         if c.train.stop_after_epoch is not None and epoch + 1 >= c.train.stop_after_epoch:
             self.log.finish()
             raise TrainingInterrupted(
-                f"Stopped after epoch {epoch} (train.stop_after_epoch); continue with --resume {self.run.root}.", path, 0
+                f"Stopped after epoch {epoch} (train.stop_after_epoch); continue with --resume {self.run.root}.",
+                path,
+                0,
             )
 
     def _interrupt(self, name: str, where: str, saved: Optional[Path] = None) -> None:
@@ -284,12 +315,17 @@ class RecipeRun:
 
     def _raise_non_finite(self, local_loss: float) -> None:
         c = self.config
-        hints = [f"optim.lr (now {c.optim.lr:g})", *([f"optim.loss_lr (now {c.optim.loss_lr:g})"] if self.loss.parameters() else [])]
+        hints = [
+            f"optim.lr (now {c.optim.lr:g})",
+            *([f"optim.loss_lr (now {c.optim.loss_lr:g})"] if self.loss.parameters() else []),
+        ]
         hints += self.loss.divergence_hints()
         if self.accelerator.mixed_precision == "fp16":
             hints.append("train in bf16 instead of fp16 (run.mixed_precision=bf16)")
         self.log.finish()
-        raise NonFiniteLossError.at(self.progress, self.steps_per_epoch, local_loss, self.checkpoints.path("last"), hints, self.run.root)
+        raise NonFiniteLossError.at(
+            self.progress, self.steps_per_epoch, local_loss, self.checkpoints.path("last"), hints, self.run.root
+        )
 
     def _check_finite_state(self) -> None:
         """Never lets a checkpoint hold NaN weights or means, whatever let them through."""
@@ -327,7 +363,14 @@ class RecipeRun:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)
             self.run.append_metrics({"split": "test", **metrics})
-            save_run_model(self.run.model, self.config, self.unwrapped_model, means, kappa=kappa, class_names=self.splits.train.class_names)
+            save_run_model(
+                self.run.model,
+                self.config,
+                self.unwrapped_model,
+                means,
+                kappa=kappa,
+                class_names=self.splits.train.class_names,
+            )
             self.evaluator.write_plots(self.run)
         self.log.finish()
         return metrics

@@ -12,7 +12,14 @@ from accelerate import Accelerator
 from ..class_means import ClassMeanEstimate, compute_class_means
 from ..data import RetrievalSplits, load_rgb
 from ..errors import ConfigError
-from ..evaluation import build_accuracy_calculator, embed_dataset, has_classifier, nearest_mean_accuracy, predict_with_loss, retrieval_metrics
+from ..evaluation import (
+    build_accuracy_calculator,
+    embed_dataset,
+    has_classifier,
+    nearest_mean_accuracy,
+    predict_with_loss,
+    retrieval_metrics,
+)
 from ..sharding import ClassShard
 from .config import RecipeConfig
 from .mean_schedule import MeanSchedule
@@ -39,13 +46,21 @@ class RunEvaluator:
     """
 
     def __init__(
-        self, config: RecipeConfig, accelerator: Accelerator, model: torch.nn.Module, splits: RetrievalSplits, loaders: dict, num_classes: int
+        self,
+        config: RecipeConfig,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        splits: RetrievalSplits,
+        loaders: dict,
+        num_classes: int,
     ) -> None:
         self.config, self.accelerator, self.model = config, accelerator, model
         self.splits, self.loaders, self.num_classes = splits, loaders, num_classes
         self.device = accelerator.device
         e = config.eval
-        self.calculator = build_accuracy_calculator(e.recall_at, e.metrics, knn=e.knn, knn_batch_size=e.knn_batch_size, device=self.device)
+        self.calculator = build_accuracy_calculator(
+            e.recall_at, e.metrics, knn=e.knn, knn_batch_size=e.knn_batch_size, device=self.device
+        )
         self.embeddings: dict = {}
 
     def embed(self, name: str) -> tuple:
@@ -93,7 +108,9 @@ class RunEvaluator:
         metrics = self.evaluate("val")
         if self.splits.val_classes_are_train_classes:
             embeddings, labels = self.embeddings["val"]
-            predictions = predict_with_loss(loss, embeddings.to(self.device))  # on every process: a sharded head needs all
+            predictions = predict_with_loss(
+                loss, embeddings.to(self.device)
+            )  # on every process: a sharded head needs all
             if predictions is not None and self.accelerator.is_main_process:
                 metrics[CLASSIFIER_ACCURACY] = (predictions == labels).float().mean().item()
         return metrics

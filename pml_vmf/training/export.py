@@ -27,7 +27,9 @@ def save_run_model(
     card = EmbedderConfig(
         backbone=config.model.backbone,
         embedding_size=config.model.embedding_size,
-        eval_transform=eval_transform_settings(model.backbone, config.data.image_size, mean=config.data.mean, std=config.data.std),
+        eval_transform=eval_transform_settings(
+            model.backbone, config.data.image_size, mean=config.data.mean, std=config.data.std
+        ),
         freeze_batchnorm=config.model.freeze_batchnorm,
         global_pool=config.model.global_pool,
         feature_layernorm=config.model.feature_layernorm,

@@ -33,9 +33,15 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the step was not applied and no checkpoint was written."""
 
     @classmethod
-    def at(cls, progress, steps_per_epoch: int, local_loss: float, last_checkpoint, hints: list, run_root) -> "NonFiniteLossError":
+    def at(
+        cls, progress, steps_per_epoch: int, local_loss: float, last_checkpoint, hints: list, run_root
+    ) -> NonFiniteLossError:
         """The error for the step after ``progress``, naming where it happened, what was kept and what to lower."""
-        kept = f"The last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "No checkpoint had been written yet"
+        kept = (
+            f"The last good checkpoint, {last_checkpoint}, is kept"
+            if last_checkpoint
+            else "No checkpoint had been written yet"
+        )
         return cls(
             f"The training loss is not finite (this process: {local_loss}) at epoch {progress.epoch}, step "
             f"{progress.step + 1} of {steps_per_epoch} (global step {progress.global_step + 1}); the step was not "
@@ -58,7 +64,7 @@ class StopSignals:
         self.received: Optional[int] = None
         self._previous: dict = {}
 
-    def install(self) -> "StopSignals":
+    def install(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -94,7 +100,9 @@ def ignore_stop_signals_in_worker(worker_id: int) -> None:
         return
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held for the thread below, in every thread
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the training process's handler, inherited by the fork
-    threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), name="sigterm-from-parent", daemon=True).start()
+    threading.Thread(
+        target=_end_on_parents_sigterm, args=(os.getppid(),), name="sigterm-from-parent", daemon=True
+    ).start()
 
 
 def _end_on_parents_sigterm(parent_pid: int) -> None:
@@ -123,7 +131,7 @@ class StepGuard:
         self.stop_signals = stop_signals
         self.stop_agreed = False
 
-    def check(self, loss: "torch.Tensor") -> "tuple[float, Optional[float]]":
+    def check(self, loss: torch.Tensor) -> tuple[float, Optional[float]]:
         """Returns the loss averaged over processes, and this process's loss when any process's is not finite
         (else None)."""
         import torch
@@ -131,7 +139,9 @@ class StepGuard:
         value = loss.detach().float()
         finite = torch.isfinite(value)
         stop = float(self.stop_signals.received is not None)
-        state = torch.stack([torch.where(finite, value, 0.0), (~finite).float(), torch.tensor(stop, device=value.device)])
+        state = torch.stack(
+            [torch.where(finite, value, 0.0), (~finite).float(), torch.tensor(stop, device=value.device)]
+        )
         if self.accelerator.num_processes > 1:
             state = self.accelerator.reduce(state, "sum")
         loss_sum, num_non_finite, num_stopping = state.tolist()

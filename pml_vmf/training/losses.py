@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+
 from ..global_mean_miner import GlobalMeanMiner
 from ..pml_api import DistributedLossWrapper, DistributedMinerWrapper, losses, miners
 from ..sharding import gather_shards
@@ -49,9 +50,26 @@ class LossSpec:
 
 LOSSES: dict = {
     "vmf": LossSpec(VMFLoss, {"kappa": "auto"}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
-    "triplet": LossSpec(losses.TripletMarginLoss, {"margin": 0.1}, miners.TripletMarginMiner, {"margin": 0.1, "type_of_triplets": "semihard"}, miner_follows=("margin",)),
-    "contrastive": LossSpec(losses.ContrastiveLoss, {"pos_margin": 0.0, "neg_margin": 1.0}, miners.PairMarginMiner, {"pos_margin": 0.2, "neg_margin": 0.8}, miner_follows=("pos_margin", "neg_margin")),
-    "multi_similarity": LossSpec(losses.MultiSimilarityLoss, {"alpha": 2.0, "beta": 50.0, "base": 0.5}, miners.MultiSimilarityMiner, {"epsilon": 0.1}),
+    "triplet": LossSpec(
+        losses.TripletMarginLoss,
+        {"margin": 0.1},
+        miners.TripletMarginMiner,
+        {"margin": 0.1, "type_of_triplets": "semihard"},
+        miner_follows=("margin",),
+    ),
+    "contrastive": LossSpec(
+        losses.ContrastiveLoss,
+        {"pos_margin": 0.0, "neg_margin": 1.0},
+        miners.PairMarginMiner,
+        {"pos_margin": 0.2, "neg_margin": 0.8},
+        miner_follows=("pos_margin", "neg_margin"),
+    ),
+    "multi_similarity": LossSpec(
+        losses.MultiSimilarityLoss,
+        {"alpha": 2.0, "beta": 50.0, "base": 0.5},
+        miners.MultiSimilarityMiner,
+        {"epsilon": 0.1},
+    ),
     "circle": LossSpec(losses.CircleLoss, {"m": 0.4, "gamma": 80.0}),
     "supcon": LossSpec(losses.SupConLoss, {"temperature": 0.1}),
     "proxy_anchor": LossSpec(losses.ProxyAnchorLoss, {"margin": 0.1, "alpha": 32.0}, takes_classes=True),
@@ -60,7 +78,9 @@ LOSSES: dict = {
     "arcface": LossSpec(losses.ArcFaceLoss, {"margin": 28.6, "scale": 64.0}, takes_classes=True),
     "cosface": LossSpec(losses.CosFaceLoss, {"margin": 0.35, "scale": 64.0}, takes_classes=True),
     "softmax": LossSpec(SoftmaxLoss, takes_classes=True),  # the classification baseline: linear layer + CE
-    "soft_triple": LossSpec(losses.SoftTripleLoss, {"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01}, takes_classes=True),
+    "soft_triple": LossSpec(
+        losses.SoftTripleLoss, {"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01}, takes_classes=True
+    ),
 }
 
 
@@ -69,7 +89,9 @@ def _construct(factory: Callable, kwargs: dict, what: str) -> object:
         return factory(**kwargs)
     except TypeError as error:
         accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
-        raise ConfigError(f"{what}: {error}. {factory.__name__} takes: {', '.join(accepted)} (and PML's distance, reducer).") from error
+        raise ConfigError(
+            f"{what}: {error}. {factory.__name__} takes: {', '.join(accepted)} (and PML's distance, reducer)."
+        ) from error
 
 
 class TrainingLoss:
@@ -115,7 +137,7 @@ class TrainingLoss:
         """Whether each process holds only its range of the class means (``loss.shard_means``)."""
         return getattr(self.loss, "shard", None) is not None
 
-    def checkpoint_objects(self) -> "tuple[dict, dict]":
+    def checkpoint_objects(self) -> tuple[dict, dict]:
         """``(shared, per_process)``: the loss and miner states a checkpoint holds, by whether they are the same on
         every process. The miner's running sums differ between processes until the next mean update, and sharded
         means differ by design."""

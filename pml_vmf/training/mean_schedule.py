@@ -47,11 +47,17 @@ def check_mean_settings(c: RecipeConfig) -> None:
             "(loss.miner_params.vmf=null), or set loss.mean_update=miner."
         )
     if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
-        raise ConfigError(f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}.")
+        raise ConfigError(
+            f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}."
+        )
     if c.loss.mean_ema is not None and c.loss.name != "vmf":
-        raise ConfigError(f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+        raise ConfigError(
+            f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf."
+        )
     if c.loss.shard_means and c.loss.name != "vmf":
-        raise ConfigError(f"loss.shard_means shards vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf.")
+        raise ConfigError(
+            f"loss.shard_means shards vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf."
+        )
     if c.loss.shard_means and c.loss.mean_ema is not None:
         raise ConfigError("loss.mean_ema does not work with loss.shard_means yet: remove one of them.")
 
@@ -135,7 +141,9 @@ class VMFMeanSchedule(MeanSchedule):
 
     def after_step(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         if self.mean_ema is not None:  # on the global batch, so that every process moves its means identically
-            ema_update_means(self.vmf.means, self.gather(embeddings.detach().float()), self.gather(labels), self.mean_ema)
+            ema_update_means(
+                self.vmf.means, self.gather(embeddings.detach().float()), self.gather(labels), self.mean_ema
+            )
 
     def end_epoch(self, epoch: int) -> dict:
         if self.miner is not None and self.miner.update_every is None:

@@ -33,7 +33,9 @@ def _read_jsonl(path: Path) -> list:
             if number == len(lines):
                 warnings.warn(f"{path}: dropped its last line, cut off while it was written ({error}).", stacklevel=2)
                 break
-            raise DamagedFileError(f"{path} line {number} is damaged ({error}): remove that line (or the file) and run again.") from None
+            raise DamagedFileError(
+                f"{path} line {number} is damaged ({error}): remove that line (or the file) and run again."
+            ) from None
         records.append(record)
     return records
 

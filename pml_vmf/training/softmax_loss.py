@@ -23,7 +23,9 @@ class SoftmaxLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> dict:
         c_f.labels_required(labels)
         losses = F.cross_entropy(self.classifier(embeddings.float()), labels, reduction="none")
-        return {"loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}}
+        return {
+            "loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}
+        }
 
     @torch.no_grad()
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,9 @@ def _one_line_error(completed, code: int = 2) -> str:
 
 
 def test_a_bad_setting_is_refused_before_a_run_folder_exists(digits_folder, tmp_path):
-    completed = run_train_script(*_common(digits_folder, tmp_path), "run.name=bad", "train.batch_size=-4", expect_success=False)
+    completed = run_train_script(
+        *_common(digits_folder, tmp_path), "run.name=bad", "train.batch_size=-4", expect_success=False
+    )
     assert "train.batch_size must be an integer of at least 1, got -4" in _one_line_error(completed)
     assert not (tmp_path / "bad").exists()
 
@@ -33,7 +35,9 @@ def test_a_folder_without_a_checkpoint_can_be_run_again_and_resumed(digits_folde
     failed = tmp_path / "again"
     failed.mkdir()
     (failed / "config.yaml").write_text("run: {name: again}\n")  # what a run that died before its first checkpoint left
-    (failed / "train_steps.jsonl").write_text(json.dumps({"epoch": 0, "step": 1, "global_step": 1, "loss": 9.0, "lr": [0.1]}) + "\n")
+    (failed / "train_steps.jsonl").write_text(
+        json.dumps({"epoch": 0, "step": 1, "global_step": 1, "loss": 9.0, "lr": [0.1]}) + "\n"
+    )
     completed = run_train_script(*common, "run.name=again")
     assert "holds no checkpoint yet: training it from the beginning" in completed.stdout
     steps = [json.loads(line) for line in (failed / "train_steps.jsonl").read_text().splitlines()]
@@ -51,8 +55,12 @@ def test_resuming_past_a_lost_checkpoint_index_logs_as_an_uninterrupted_run(unin
     (run / "checkpoints" / "index.json").unlink()
     completed = run_train_script("--resume", str(run))  # a finished run: it tests its best checkpoint again
     assert "index.json is missing or damaged" in completed.stderr
-    logs = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (uninterrupted_run, run)]
-    assert [r["split"] for r in logs[1]] == [r["split"] for r in logs[0]] == ["val", "val", "val", "test"]  # one test record
+    logs = [
+        [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (uninterrupted_run, run)
+    ]
+    assert (
+        [r["split"] for r in logs[1]] == [r["split"] for r in logs[0]] == ["val", "val", "val", "test"]
+    )  # one test record
     assert logs[1][-1] == pytest.approx(logs[0][-1], abs=1e-6)
 
 
@@ -65,7 +73,9 @@ def test_a_truncated_checkpoint_or_a_changed_architecture_is_one_line_that_names
     weights = run / "checkpoints" / "epoch_0002" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     truncated = run_train_script("--resume", str(run), expect_success=False)
-    assert f"No intact checkpoint in {run / 'checkpoints'}: {weights} is truncated or altered" in _one_line_error(truncated)
+    assert f"No intact checkpoint in {run / 'checkpoints'}: {weights} is truncated or altered" in _one_line_error(
+        truncated
+    )
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_line(digits_folder, tmp_path):
@@ -81,7 +91,9 @@ def test_a_lost_checkpoint_index_never_costs_the_best_checkpoint(uninterrupted_r
     prunes nothing it should keep and the test scores the best epoch, as the uninterrupted run did."""
     from tests.recipe_runs import SHORT_RUN
 
-    stopped = run_train_script(*_common(digits_folder, tmp_path), *SHORT_RUN, "run.name=lost", "train.stop_after_epoch=2")
+    stopped = run_train_script(
+        *_common(digits_folder, tmp_path), *SHORT_RUN, "run.name=lost", "train.stop_after_epoch=2"
+    )
     run = tmp_path / "lost"
     best = json.loads((run / "checkpoints" / "index.json").read_text())["best"]
     (run / "checkpoints" / "index.json").unlink()
@@ -89,7 +101,9 @@ def test_a_lost_checkpoint_index_never_costs_the_best_checkpoint(uninterrupted_r
     assert "was missing or damaged: rebuilt from the checkpoints" in resumed.stdout + stopped.stdout
     expected = json.loads((uninterrupted_run / "metrics.json").read_text())
     got = json.loads((run / "metrics.json").read_text())
-    assert got["epoch"] == expected["epoch"] and got["mean_average_precision_at_r"] == pytest.approx(expected["mean_average_precision_at_r"], abs=1e-6)
+    assert got["epoch"] == expected["epoch"] and got["mean_average_precision_at_r"] == pytest.approx(
+        expected["mean_average_precision_at_r"], abs=1e-6
+    )
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     assert (run / "checkpoints" / index["best"]).is_dir() and index["best"] in (best, "epoch_0002")
 
@@ -108,7 +122,9 @@ def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(uninterrupted_run, digit
     for name in ("train_steps.jsonl", "metrics.jsonl"):
         got = [json.loads(line) for line in (run / name).read_text().splitlines()]
         expected = [json.loads(line) for line in (uninterrupted_run / name).read_text().splitlines()]
-        assert [r.get("global_step", r.get("epoch")) for r in got] == [r.get("global_step", r.get("epoch")) for r in expected]
+        assert [r.get("global_step", r.get("epoch")) for r in got] == [
+            r.get("global_step", r.get("epoch")) for r in expected
+        ]
 
 
 @pytest.mark.multiprocess
@@ -145,7 +161,9 @@ def test_resume_on_changed_images_names_what_changed(digits_folder, tmp_path):
         path.unlink()
     gone = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
     assert "the data changed since the run started (train:" in _one_line_error(gone)
-    shutil.copytree(data / "9", data / "4x")  # a new training class (classes 0-4 train after sorting: 0, 1, 2, 3, 4, 4x)
+    shutil.copytree(
+        data / "9", data / "4x"
+    )  # a new training class (classes 0-4 train after sorting: 0, 1, 2, 3, 4, 4x)
     added = run_train_script("--resume", str(tmp_path / "changed"), expect_success=False)
     assert "classes added: 4x" in _one_line_error(added) and "architecture" not in added.stderr
 

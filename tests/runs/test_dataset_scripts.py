@@ -1,7 +1,5 @@
 """The dataset-building scripts as a user runs them."""
 
-
-
 from tests.recipe_runs import REPO, run_script
 
 CODES = ["1f600", "1f601", "1f44d", "1f44d-1f3fd", "1f602", "2764-fe0f", "1f603", "1f604", "1f605"]

@@ -7,7 +7,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss, compute_class_means
-
 from tests.multiprocess import accelerate_launch
 
 NUM_CLASSES, EMBEDDING_SIZE = 9, 12

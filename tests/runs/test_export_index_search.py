@@ -37,7 +37,9 @@ def _digit_batch(embedder: Embedder, digits_folder, count: int = 6) -> torch.Ten
 
 
 @pytest.mark.slow
-def test_export_folder_reloads_to_the_same_embeddings_and_carries_what_use_needs(exported, uninterrupted_run, digits_folder):
+def test_export_folder_reloads_to_the_same_embeddings_and_carries_what_use_needs(
+    exported, uninterrupted_run, digits_folder
+):
     folder, output = exported
     for name in ("embedder.json", "model.safetensors", "class_means.safetensors", "model.torchscript.pt", "model.onnx"):
         assert (folder / name).is_file(), name
@@ -79,7 +81,9 @@ def test_index_then_search_finds_the_copied_image_first_then_its_class(exported,
     original = sorted((images / "nested" / "8").iterdir())[3]
     query = tmp_path / "query.png"
     Image.open(original).convert("RGB").save(query)  # the same pixels in another file (an RGB re-encoding)
-    run_script(INDEX, "--model", str(folder), "--images", str(images), "--out", str(tmp_path / "index"), "--num-workers", "0")
+    run_script(
+        INDEX, "--model", str(folder), "--images", str(images), "--out", str(tmp_path / "index"), "--num-workers", "0"
+    )
     output = run_script(SEARCH, "--index", str(tmp_path / "index"), "--query", str(query), "-k", "3", "--classify",
                         "--grid", str(tmp_path / "grid.png")).stdout  # fmt: skip
     lines = [line.split() for line in output.splitlines() if line.startswith("  0.") or line.startswith("  1.")]
@@ -88,7 +92,11 @@ def test_index_then_search_finds_the_copied_image_first_then_its_class(exported,
     assert all("/nested/8/" in line[1] for line in lines), output  # and the next are eights, not ones
     assert "class: " in output and "vMF posterior" in output
     assert (tmp_path / "grid.png").is_file()
-    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["index.faiss", "index.json", "paths.json"]  # read-only is fine
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == [
+        "index.faiss",
+        "index.json",
+        "paths.json",
+    ]  # read-only is fine
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
     assert meta["size"] == sum(1 for label in ("1", "8") for _ in (digits_folder / label).iterdir())
     assert meta["format_version"] == 1 and len(meta["model_fingerprint"]) == 64
@@ -116,17 +124,40 @@ def test_scripts_refuse_missing_models_empty_folders_and_queries_that_are_not_im
     missing_model = run_script(INDEX, "--model", str(tmp_path / "nope"), "--images", str(digits_folder / "1"),
                                "--out", str(tmp_path / "i"), expect_success=False)  # fmt: skip
     assert missing_model.returncode == 2 and "No model at" in missing_model.stderr
-    no_images = run_script(INDEX, "--model", str(folder), "--images", str(empty), "--out", str(tmp_path / "i"), expect_success=False)
+    no_images = run_script(
+        INDEX, "--model", str(folder), "--images", str(empty), "--out", str(tmp_path / "i"), expect_success=False
+    )
     assert no_images.returncode == 2 and "No readable images" in no_images.stderr
-    run_script(INDEX, "--model", str(folder), "--images", str(digits_folder / "1"), "--out", str(tmp_path / "i"), "--num-workers", "0")
+    run_script(
+        INDEX,
+        "--model",
+        str(folder),
+        "--images",
+        str(digits_folder / "1"),
+        "--out",
+        str(tmp_path / "i"),
+        "--num-workers",
+        "0",
+    )
     not_an_image = tmp_path / "photo.jpg"
     not_an_image.write_text("this is text")
     bad_query = run_script(SEARCH, "--index", str(tmp_path / "i"), "--query", str(not_an_image), expect_success=False)
     assert bad_query.returncode == 2 and "is not an image PIL can read" in bad_query.stderr
     other = create_embedding_model("test_resnet", 16)  # a model of another width than the index
-    Embedder(other, EmbedderConfig("test_resnet", 16, load_embedder(folder).config.eval_transform)).save(tmp_path / "wide")
+    Embedder(other, EmbedderConfig("test_resnet", 16, load_embedder(folder).config.eval_transform)).save(
+        tmp_path / "wide"
+    )
     query = sorted((digits_folder / "1").iterdir())[0]
-    mismatch = run_script(SEARCH, "--index", str(tmp_path / "i"), "--model", str(tmp_path / "wide"), "--query", str(query), expect_success=False)
+    mismatch = run_script(
+        SEARCH,
+        "--index",
+        str(tmp_path / "i"),
+        "--model",
+        str(tmp_path / "wide"),
+        "--query",
+        str(query),
+        expect_success=False,
+    )
     assert mismatch.returncode == 2 and "is not the model" in mismatch.stderr and "fingerprints" in mismatch.stderr
     with pytest.raises(DatasetNotFoundError):
         load_embedder(folder).embed_folder(empty)
@@ -137,7 +168,17 @@ def test_overwrite_never_deletes_an_input_or_a_run_folder(uninterrupted_run, dig
     images = tmp_path / "images"
     shutil.copytree(digits_folder / "7", images / "7")
     before = sorted(p.name for p in (images / "7").iterdir())
-    indexed = run_script(INDEX, "--model", str(uninterrupted_run), "--images", str(images), "--out", str(images), "--overwrite", expect_success=False)
+    indexed = run_script(
+        INDEX,
+        "--model",
+        str(uninterrupted_run),
+        "--images",
+        str(images),
+        "--out",
+        str(images),
+        "--overwrite",
+        expect_success=False,
+    )
     assert indexed.returncode == 2 and "not an index folder this tool wrote" in indexed.stderr
     assert sorted(p.name for p in (images / "7").iterdir()) == before
     run = tmp_path / "run"
@@ -156,7 +197,16 @@ def test_a_damaged_image_under_index_default_workers_is_one_line(uninterrupted_r
     Image.fromarray(noise).save(images / "3" / "broken.jpg")
     data = (images / "3" / "broken.jpg").read_bytes()
     (images / "3" / "broken.jpg").write_bytes(data[: len(data) // 2])  # damaged past its header
-    completed = run_script(INDEX, "--model", str(uninterrupted_run), "--images", str(images), "--out", str(tmp_path / "index"), expect_success=False)
+    completed = run_script(
+        INDEX,
+        "--model",
+        str(uninterrupted_run),
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "index"),
+        expect_success=False,
+    )
     assert completed.returncode == 2, completed.stderr[-2000:]
     lines = [line for line in completed.stderr.strip().splitlines() if line.startswith("index.py:")]
     assert len(lines) == 1 and "broken.jpg" in lines[0] and "Traceback" not in completed.stderr

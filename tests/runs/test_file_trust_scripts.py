@@ -23,11 +23,29 @@ def test_the_scripts_never_unpickle_a_model_they_are_given_or_an_index_names(tmp
     marker = tmp_path / "pwned"
     crafted = craft_pickle(tmp_path / "downloaded" / "embedding_model.pt", marker)
     index = tmp_path / "index"
-    EmbeddingIndex(8).add(torch.randn(4, 8), ["a", "b", "c", "d"]).save(index, model=str(crafted))  # a downloaded index.json
+    EmbeddingIndex(8).add(torch.randn(4, 8), ["a", "b", "c", "d"]).save(
+        index, model=str(crafted)
+    )  # a downloaded index.json
     query = str(sorted((digits_folder / "1").iterdir())[0])
     calls = {
-        "export.py --run": (EXPORT, "--run", str(crafted), "--out", str(tmp_path / "export"), "--check-images", str(digits_folder / "1")),
-        "index.py --model": (INDEX, "--model", str(crafted), "--images", str(digits_folder / "1"), "--out", str(tmp_path / "i")),
+        "export.py --run": (
+            EXPORT,
+            "--run",
+            str(crafted),
+            "--out",
+            str(tmp_path / "export"),
+            "--check-images",
+            str(digits_folder / "1"),
+        ),
+        "index.py --model": (
+            INDEX,
+            "--model",
+            str(crafted),
+            "--images",
+            str(digits_folder / "1"),
+            "--out",
+            str(tmp_path / "i"),
+        ),
         "search.py --model": (SEARCH, "--index", str(index), "--model", str(crafted), "--query", query),
         "search.py, the index's model": (SEARCH, "--index", str(index), "--query", query),
     }
@@ -36,7 +54,11 @@ def test_the_scripts_never_unpickle_a_model_they_are_given_or_an_index_names(tmp
         assert completed.returncode == 2 and str(crafted) in completed.stderr, (call, completed.stderr)
         assert "Traceback" not in completed.stderr and not marker.exists(), call
     k0 = run_script(SEARCH, "--index", str(index), "--query", query, "-k", "0", expect_success=False)
-    assert k0.returncode == 2 and "-k is the number of results per query, at least 1" in k0.stderr and "Traceback" not in k0.stderr
+    assert (
+        k0.returncode == 2
+        and "-k is the number of results per query, at least 1" in k0.stderr
+        and "Traceback" not in k0.stderr
+    )
 
 
 def _resume(run, *overrides) -> subprocess.CompletedProcess:
@@ -50,13 +72,19 @@ def _rewrite_manifest(checkpoint) -> None:
     """As an attacker would: the manifest made to agree with the planted file, so that only the loader stands."""
     from pml_vmf.files import file_sha256
 
-    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(checkpoint.iterdir()) if p.name != MANIFEST}
+    manifest = {
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(checkpoint.iterdir())
+        if p.name != MANIFEST
+    }
     (checkpoint / MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.slow
 # custom_checkpoint_0.pkl: accelerate's custom states, which it unpickles in full; pml-vmf never writes one.
-@pytest.mark.parametrize("planted", ["loss.pt", "miner_process0.pt", "progress.pt", "random_states_0.pkl", "custom_checkpoint_0.pkl"])
+@pytest.mark.parametrize(
+    "planted", ["loss.pt", "miner_process0.pt", "progress.pt", "random_states_0.pkl", "custom_checkpoint_0.pkl"]
+)
 def test_resume_never_runs_code_planted_in_a_checkpoint(planted, uninterrupted_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(uninterrupted_run, run)
@@ -67,4 +95,8 @@ def test_resume_never_runs_code_planted_in_a_checkpoint(planted, uninterrupted_r
     completed = _resume(run)
     assert not marker.exists(), completed.stderr
     assert completed.returncode == 2, completed.stderr[-3000:]
-    assert f"{checkpoint / planted} " in completed.stderr and "is not loaded" in completed.stderr and "Traceback" not in completed.stderr
+    assert (
+        f"{checkpoint / planted} " in completed.stderr
+        and "is not loaded" in completed.stderr
+        and "Traceback" not in completed.stderr
+    )

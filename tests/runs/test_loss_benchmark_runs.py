@@ -38,7 +38,9 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
         assert (tmp_path / "bench" / "plots" / plot).stat().st_size > 0
     with open(tmp_path / "bench" / "validation_curves.csv") as f:
         curves = list(csv.DictReader(f))  # one validated epoch per trained run, the final copy of the winner included
-    assert [c["name"] for c in curves] == [r["name"] for r in rows[1:]] and {c["metric"] for c in curves} == {"mean_average_precision_at_r"}
+    assert [c["name"] for c in curves] == [r["name"] for r in rows[1:]] and {c["metric"] for c in curves} == {
+        "mean_average_precision_at_r"
+    }
     assert [float(c["value"]) for c in curves] == [float(r["best_val_map_at_r"]) for r in rows[1:]]
     time_to_accuracy = load_script(REPO / "benchmarks" / "time_to_accuracy.py")
     assert time_to_accuracy.main([str(tmp_path / "bench"), "--out", str(tmp_path / "race.png")]) == 0
@@ -55,7 +57,9 @@ def test_benchmark_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(di
         assert list(csv.DictReader(f)) == curves
 
 
-def test_raw_pixel_baseline_scores_flattened_images_with_the_recipe_evaluation(digits_folder, digits_closed_set_folder, tmp_path):
+def test_raw_pixel_baseline_scores_flattened_images_with_the_recipe_evaluation(
+    digits_folder, digits_closed_set_folder, tmp_path
+):
     """Digits are easy in pixel space: a baseline row near chance (0.2 for the 5 test classes) would be a bug."""
     out = tmp_path / "raw.csv"
     args = ["--config", str(DIGITS_CONFIG), "--out", str(out)]

@@ -46,9 +46,14 @@ def test_the_wheel_holds_the_package_its_licence_and_its_type_marker(wheel):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "recipes/", "benchmarks/")) for n in names)
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
-    assert "Classifier: Programming Language :: Python :: 3.11" in metadata and "Classifier: Typing :: Typed" in metadata
+    assert (
+        "Classifier: Programming Language :: Python :: 3.11" in metadata and "Classifier: Typing :: Typed" in metadata
+    )
     requires = re.findall(r"^Requires-Dist: (.*)$", metadata, flags=re.M)
-    assert {re.split(r"[<>=!~; ]", r)[0] for r in requires if "extra ==" not in r} == {"torch", "pytorch-metric-learning"}
+    assert {re.split(r"[<>=!~; ]", r)[0] for r in requires if "extra ==" not in r} == {
+        "torch",
+        "pytorch-metric-learning",
+    }
     # One faiss per extra: faiss-cpu and faiss-gpu-cu12 both install the module `faiss`, so no extra holds both.
     for extra in ("recipes", "cpu", "gpu", "dev"):
         faiss = [r for r in requires if r.startswith("faiss") and f'extra == "{extra}"' in r]
@@ -60,8 +65,19 @@ def test_the_readme_quick_start_runs_from_a_venv_that_holds_the_wheel(wheel, tmp
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)], check=True, capture_output=True)
-    site_packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    site_packages = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     # The dependencies (torch and the rest, gigabytes) come from this venv, after the venv's own site-packages: the
     # package itself is the wheel's copy, never this checkout (the editable install's finder is not loaded there).
     (site_packages / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -73,6 +89,8 @@ def test_the_readme_quick_start_runs_from_a_venv_that_holds_the_wheel(wheel, tmp
         + "\n".join(blocks)
         + "\nprint('accuracy', accuracy)\n"
     )
-    completed = subprocess.run([str(python), str(script)], capture_output=True, text=True, cwd=tmp_path, env=child_environment(), timeout=600)
+    completed = subprocess.run(
+        [str(python), str(script)], capture_output=True, text=True, cwd=tmp_path, env=child_environment(), timeout=600
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert float(completed.stdout.split("accuracy")[-1]) > 0.9

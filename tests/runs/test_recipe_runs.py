@@ -45,7 +45,14 @@ def test_train_script_under_accelerate_launch_beats_the_untrained_backbone(digit
     for key in ("precision_at_1", "r_precision", "recall_at_1", "recall_at_2", "recall_at_4"):
         assert 0.0 <= trained[key] <= 1.0
     run = tmp_path / "trained"
-    for name in ("config.yaml", "metrics.jsonl", "model/embedder.json", "model/model.safetensors", "plots/training_curves.png", "plots/retrieval_grid.png"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "model/embedder.json",
+        "model/model.safetensors",
+        "plots/training_curves.png",
+        "plots/retrieval_grid.png",
+    ):
         assert (run / name).is_file(), name
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in lines] == ["val", "val", "test"]
@@ -104,14 +111,21 @@ def test_a_new_run_never_overwrites_one_that_holds_a_checkpoint(digits_folder, t
     (tmp_path / "digits" / "checkpoints" / "epoch_0000").mkdir(parents=True)
     (tmp_path / "digits" / "config.yaml").write_text("run: {name: digits}\n")
     completed = run_train_script(
-        "--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", expect_success=False
+        "--config",
+        str(DIGITS_CONFIG),
+        "--data-root",
+        str(digits_folder),
+        f"run.output_dir={tmp_path}",
+        expect_success=False,
     )
     assert completed.returncode == 2 and "already holds a run" in completed.stderr
     assert (tmp_path / "digits" / "config.yaml").read_text() == "run: {name: digits}\n"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_name, backbone", [("vmf", "test_resnet"), ("triplet", "test_resnet"), ("softmax", "small_cnn")])
+@pytest.mark.parametrize(
+    "loss_name, backbone", [("vmf", "test_resnet"), ("triplet", "test_resnet"), ("softmax", "small_cnn")]
+)
 def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, digits_closed_set_folder, tmp_path):
     # Losses with a classifier pick their checkpoint by its validation accuracy, as a classification benchmark does.
     select_by = "mean_average_precision_at_r" if loss_name == "triplet" else "classifier_accuracy"
@@ -142,8 +156,17 @@ def test_closed_set_runs_report_classification_accuracy(loss_name, backbone, dig
 
 @pytest.mark.slow
 def test_a_vmf_head_with_sampled_negative_classes_trains_in_the_recipe(digits_folder, tmp_path):
-    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", "data.val_fraction=0.0"]
-    run_train_script(*common, "run.name=sampled", "train.epochs=1", "train.max_steps_per_epoch=3", "loss.params.vmf.sample_rate=0.5")
+    common = [
+        "--config",
+        str(DIGITS_CONFIG),
+        "--data-root",
+        str(digits_folder),
+        f"run.output_dir={tmp_path}",
+        "data.val_fraction=0.0",
+    ]
+    run_train_script(
+        *common, "run.name=sampled", "train.epochs=1", "train.max_steps_per_epoch=3", "loss.params.vmf.sample_rate=0.5"
+    )
     metrics = _metrics(tmp_path / "sampled")
     assert 0.0 < metrics["mean_average_precision_at_r"] <= 1.0
     saved = load_file(str(tmp_path / "sampled" / "model" / "class_means.safetensors"))["class_means"]

@@ -5,7 +5,6 @@ import json
 import pytest
 
 
-
 @pytest.mark.slow
 def test_steps_epochs_and_vmf_diagnostics_reach_tensorboard_and_the_run_folder(uninterrupted_run):
     """The run of 3 epochs of 4 steps that tests/conftest.py trains with run.trackers=[tensorboard]."""
@@ -13,16 +12,30 @@ def test_steps_epochs_and_vmf_diagnostics_reach_tensorboard_and_the_run_folder(u
 
     run = uninterrupted_run
     steps = [json.loads(line) for line in (run / "train_steps.jsonl").read_text().splitlines()]
-    assert [(s["epoch"], s["step"], s["global_step"]) for s in steps] == [(e, s, 4 * e + s) for e in range(3) for s in range(1, 5)]
+    assert [(s["epoch"], s["step"], s["global_step"]) for s in steps] == [
+        (e, s, 4 * e + s) for e in range(3) for s in range(1, 5)
+    ]
     assert all(len(s["lr"]) == 2 and s["loss"] > 0 for s in steps)
     assert steps[-1]["lr"][0] < steps[0]["lr"][0]  # the cosine schedule, step by step
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "train_loss" in json.loads(line)]
+    epochs = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "train_loss" in json.loads(line)
+    ]
     for record in epochs:  # the miner's last estimate: every class has samples, so every statistic is finite
-        assert 0 < record["vmf/resultant_length_min"] <= record["vmf/resultant_length_mean"] <= record["vmf/resultant_length_max"] <= 1
+        assert (
+            0
+            < record["vmf/resultant_length_min"]
+            <= record["vmf/resultant_length_mean"]
+            <= record["vmf/resultant_length_max"]
+            <= 1
+        )
         assert record["vmf/concentration_min"] <= record["vmf/concentration_max"]
     events = EventAccumulator(str(run / "through")).Reload()  # accelerate logs to <project_dir>/<run name>
     scalars = events.Tags()["scalars"]
-    assert {"train/loss", "train/lr", "epoch/train_loss", "vmf/resultant_length_mean", "vmf/concentration_max"} <= set(scalars)
+    assert {"train/loss", "train/lr", "epoch/train_loss", "vmf/resultant_length_mean", "vmf/concentration_max"} <= set(
+        scalars
+    )
     assert "mean_average_precision_at_r" in " ".join(scalars)
     logged = events.Scalars("train/loss")
     assert [e.step for e in logged] == list(range(1, 13))
@@ -35,7 +48,11 @@ def test_training_curves_show_every_step_whole_epochs_and_one_line_for_identical
 
     from pml_vmf.evaluation.plots import training_curves_figure
 
-    steps = [{"epoch": e, "step": s, "global_step": 20 * e + s, "loss": 3.0 - 0.05 * (20 * e + s)} for e in range(2) for s in range(1, 21)]
+    steps = [
+        {"epoch": e, "step": s, "global_step": 20 * e + s, "loss": 3.0 - 0.05 * (20 * e + s)}
+        for e in range(2)
+        for s in range(1, 21)
+    ]
     records = [{"epoch": e, "split": "val", "precision_at_1": 0.5 + e / 10, "recall_at_1": 0.5 + e / 10, "r_precision": 0.3,
                 "mean_average_precision_at_r": 0.2} for e in range(2)]  # fmt: skip
     fig = training_curves_figure(records, steps)

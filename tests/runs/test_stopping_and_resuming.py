@@ -31,12 +31,16 @@ def _train(num_processes: int, *args: str) -> None:
 
 
 def _assert_same_run(first: Path, second: Path) -> None:
-    assert json.loads((first / "metrics.json").read_text()) == pytest.approx(json.loads((second / "metrics.json").read_text()), abs=1e-6)
+    assert json.loads((first / "metrics.json").read_text()) == pytest.approx(
+        json.loads((second / "metrics.json").read_text()), abs=1e-6
+    )
     for name in ("model.safetensors", "class_means.safetensors"):
         tensors = [load_file(run / "model" / name) for run in (first, second)]
         for key, value in tensors[0].items():
             torch.testing.assert_close(tensors[1][key], value, atol=1e-6, rtol=0, msg=key)
-    steps = [[json.loads(line) for line in (run / "train_steps.jsonl").read_text().splitlines()] for run in (first, second)]
+    steps = [
+        [json.loads(line) for line in (run / "train_steps.jsonl").read_text().splitlines()] for run in (first, second)
+    ]
     assert [s["global_step"] for s in steps[1]] == [s["global_step"] for s in steps[0]] == list(range(1, 13))
     assert [s["loss"] for s in steps[1]] == pytest.approx([s["loss"] for s in steps[0]], abs=1e-6)
     logs = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (first, second)]
@@ -60,7 +64,9 @@ def test_a_run_stopped_by_stop_after_epoch_resumes_to_the_end(uninterrupted_run,
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("num_processes", [1, 2])
-def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_ends(num_processes, uninterrupted_run, digits_folder, tmp_path):
+def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_ends(
+    num_processes, uninterrupted_run, digits_folder, tmp_path
+):
     common = _common(digits_folder, tmp_path)
     through = uninterrupted_run
     if num_processes > 1:  # BatchNorm statistics differ from one process's: compare with two processes through
@@ -72,7 +78,9 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterr
         command = [sys.executable, *worker_args]
     else:  # the launcher gets it, as a cluster's scheduler sends it, and forwards it to both processes
         command = accelerate_launch_command(*map(Path, worker_args[:1]), *worker_args[1:], num_processes=num_processes)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(), cwd=REPO)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(), cwd=REPO
+    )
     deadline = time.monotonic() + 240
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -93,7 +101,9 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_and_resume_ends_where_an_uninterr
 
 
 @pytest.mark.slow
-def test_early_stopping_tests_the_best_checkpoint_once_patience_runs_out_and_resume_does_not_train_on(digits_folder, tmp_path):
+def test_early_stopping_tests_the_best_checkpoint_once_patience_runs_out_and_resume_does_not_train_on(
+    digits_folder, tmp_path
+):
     """A network that cannot change (learning rates 0, BatchNorm frozen) scores the same every epoch, so epoch 0 stays
     the best: with patience 2 the run validates epochs 0, 1, 2, skips 3 and 4, and tests epoch 0's checkpoint."""
     frozen = ["optim.lr=0", "optim.loss_lr=0", "model.freeze_batchnorm=true", "train.epochs=5"]
@@ -111,7 +121,9 @@ def test_early_stopping_tests_the_best_checkpoint_once_patience_runs_out_and_res
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_without_touching_the_last_good_checkpoint(digits_folder, tmp_path):
-    completed = run_script(HOOK_WORKER, "nan", "6", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
+    completed = run_script(
+        HOOK_WORKER, "nan", "6", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False
+    )
     assert completed.returncode == 3, completed.stderr[-4000:]
     message = completed.stderr.strip().splitlines()[-1]
     assert "not finite" in message and "epoch 1, step 2 of 4 (global step 6)" in message, message
@@ -126,22 +138,41 @@ def test_a_nan_loss_stops_the_run_without_touching_the_last_good_checkpoint(digi
 
 def test_an_error_in_training_keeps_its_traceback(digits_folder, tmp_path):
     """Only mistakes in the config or the data get a one-line message; a bug in training shows where it is."""
-    completed = run_script(HOOK_WORKER, "valueerror", "1", str(tmp_path / "unused"), *_common(digits_folder, tmp_path), expect_success=False)
+    completed = run_script(
+        HOOK_WORKER,
+        "valueerror",
+        "1",
+        str(tmp_path / "unused"),
+        *_common(digits_folder, tmp_path),
+        expect_success=False,
+    )
     assert completed.returncode == 1
     assert "Traceback (most recent call last)" in completed.stderr and "a bug in the training step" in completed.stderr
 
 
 @pytest.mark.slow
 def test_resume_applies_new_learning_rates_and_refuses_another_optimizer(uninterrupted_run, digits_folder, tmp_path):
-    common = ["--config", str(DIGITS_CONFIG), "--data-root", str(digits_folder), f"run.output_dir={tmp_path}", *SHORT_RUN]
+    common = [
+        "--config",
+        str(DIGITS_CONFIG),
+        "--data-root",
+        str(digits_folder),
+        f"run.output_dir={tmp_path}",
+        *SHORT_RUN,
+    ]
     run_train_script(*common, "run.name=lr", "train.stop_after_epoch=2")
     run = tmp_path / "lr"
     refused = run_train_script("--resume", str(run), "optim.optimizer=adamw", expect_success=False)
     assert refused.returncode == 2 and "optim.optimizer cannot change on --resume (sgd -> adamw)" in refused.stderr
     resumed = run_train_script("--resume", str(run), "optim.lr=0.01")
     assert "Resumed with new optimizer settings: optim.lr 0.05 -> 0.01" in resumed.stdout
-    steps = [[json.loads(line) for line in (r / "train_steps.jsonl").read_text().splitlines()] for r in (uninterrupted_run, run)]
+    steps = [
+        [json.loads(line) for line in (r / "train_steps.jsonl").read_text().splitlines()]
+        for r in (uninterrupted_run, run)
+    ]
     for before, after in zip(*steps):
-        scale = 0.2 if after["global_step"] > 8 else 1.0  # 0.01 / 0.05 from the resumed epoch on, the cosine's position kept
+        scale = (
+            0.2 if after["global_step"] > 8 else 1.0
+        )  # 0.01 / 0.05 from the resumed epoch on, the cosine's position kept
         assert after["lr"] == pytest.approx([scale * lr for lr in before["lr"]], rel=1e-9, abs=1e-12)
     assert "lr: 0.01" in (run / "config.yaml").read_text()

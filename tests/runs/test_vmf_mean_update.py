@@ -18,7 +18,10 @@ def test_mean_update_variants_train_through_the_recipe_and_a_rerun_skips_them(di
     run_script(SCRIPT, *args)
     with open(tmp_path / "ablation" / "runs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["variant"], r["name"]) for r in rows] == [("per_epoch", "per_epoch-seed0"), ("full_pass", "full_pass-seed0")]
+    assert [(r["variant"], r["name"]) for r in rows] == [
+        ("per_epoch", "per_epoch-seed0"),
+        ("full_pass", "full_pass-seed0"),
+    ]
     for row in rows:
         assert 0 <= float(row["mean_average_precision_at_r"]) <= 1 and float(row["seconds_per_epoch"]) > 0
     configs = {r["variant"]: (tmp_path / "ablation" / "runs" / r["folder"] / "config.yaml").read_text() for r in rows}

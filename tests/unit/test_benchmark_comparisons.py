@@ -12,7 +12,9 @@ paired_seeds = load_script(REPO / "benchmarks" / "paired_seeds.py")
 mean_step_cost = load_script(REPO / "benchmarks" / "mean_step_cost.py")
 
 
-@pytest.mark.parametrize("config", ["emoji_pretrained", "emoji_pretrained_8ep", "glyphs_pretrained", "glyphs_pretrained_8ep"])
+@pytest.mark.parametrize(
+    "config", ["emoji_pretrained", "emoji_pretrained_8ep", "glyphs_pretrained", "glyphs_pretrained_8ep"]
+)
 def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs_schedule(config):
     from pml_vmf.training import load_config
     from pml_vmf.training.builders import check_config
@@ -33,7 +35,9 @@ def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs
 
 
 def test_the_interval_is_students_t_on_the_per_seed_differences():
-    result = paired_seeds.paired_difference({0: 3.0, 1: 5.0, 2: 7.0, 9: 1.0}, {0: 2.0, 1: 3.0, 2: 4.0})  # seed 9: unpaired
+    result = paired_seeds.paired_difference(
+        {0: 3.0, 1: 5.0, 2: 7.0, 9: 1.0}, {0: 2.0, 1: 3.0, 2: 4.0}
+    )  # seed 9: unpaired
     assert result.seeds == (0, 1, 2) and result.mean == 2.0  # differences 1, 2, 3: standard deviation 1
     half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
     assert result.low == pytest.approx(2.0 - half) and result.high == pytest.approx(2.0 + half)
@@ -46,15 +50,24 @@ def test_the_interval_is_students_t_on_the_per_seed_differences():
 
 
 def _rows(loss, values, phase="final"):
-    return [{"name": f"{loss}-seed{s}", "phase": phase, "loss": loss, "seed": str(s), "acc": str(v)} for s, v in enumerate(values)]
+    return [
+        {"name": f"{loss}-seed{s}", "phase": phase, "loss": loss, "seed": str(s), "acc": str(v)}
+        for s, v in enumerate(values)
+    ]
 
 
 def test_the_cli_pairs_two_losses_of_one_csv_and_names_what_is_wrong(tmp_path, capsys):
     csv = tmp_path / "runs.csv"
-    write_rows(csv, [*_rows("vmf", [0.91, 0.92, 0.93]), *_rows("softmax", [0.90, 0.90, 0.90]), *_rows("vmf", [0.5], phase="tune")])
+    write_rows(
+        csv,
+        [*_rows("vmf", [0.91, 0.92, 0.93]), *_rows("softmax", [0.90, 0.90, 0.90]), *_rows("vmf", [0.5], phase="tune")],
+    )
     assert paired_seeds.main([str(csv), "--loss-a", "vmf", "--loss-b", "softmax", "--metric", "acc"]) == 0
     out = capsys.readouterr().out
-    assert "| 2 | 0.9300 | 0.9000 | +0.0300 |" in out and "mean +0.0200, 95% interval [-0.0048, +0.0448]: not resolved" in out
+    assert (
+        "| 2 | 0.9300 | 0.9000 | +0.0300 |" in out
+        and "mean +0.0200, 95% interval [-0.0048, +0.0448]: not resolved" in out
+    )
     for argv, message in (
         ([str(csv), "--metric", "acc"], "final runs of 2 losses"),
         ([str(csv), "--loss-a", "vmf", "--loss-b", "arcface", "--metric", "acc"], "No final run of loss 'arcface'"),
@@ -85,5 +98,11 @@ def test_time_to_accuracy_races_every_setting_to_the_best_ones_validation_score_
     assert "| vmf | 2 | 2, 1 | 0.500 ± 0.000 | 0.720 ± 0.028 | 250 | 100.0 |" in out
     assert "| vmf | never | 200 (2 ep) |" in out and "| multi_similarity | 400 (2 ep) | 300 (2 ep) |" in out
     assert (tmp_path / "race.png").stat().st_size > 0
-    assert time_to_accuracy.main([*argv, "--target", "arcface"]) == 2 and "not one of the settings" in capsys.readouterr().err
-    assert time_to_accuracy.main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2 and "no finished final runs" in capsys.readouterr().err
+    assert (
+        time_to_accuracy.main([*argv, "--target", "arcface"]) == 2
+        and "not one of the settings" in capsys.readouterr().err
+    )
+    assert (
+        time_to_accuracy.main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+        and "no finished final runs" in capsys.readouterr().err
+    )

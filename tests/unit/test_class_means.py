@@ -47,7 +47,9 @@ def test_full_pass_skips_non_finite_embeddings():
     inputs, labels = _data()
     inputs[0] = float("nan")
     with pytest.warns(RuntimeWarning, match="skipped 1 of"):
-        estimate = compute_class_means(torch.nn.Linear(6, 8), DataLoader(TensorDataset(inputs, labels), batch_size=8), NUM_CLASSES)
+        estimate = compute_class_means(
+            torch.nn.Linear(6, 8), DataLoader(TensorDataset(inputs, labels), batch_size=8), NUM_CLASSES
+        )
     assert torch.isfinite(estimate.means).all() and estimate.counts.sum() == len(labels) - 1
 
 
@@ -69,10 +71,16 @@ def test_estimate_summary_leaves_out_classes_without_samples_and_infinite_concen
     sums = torch.tensor([[2.0, 0.0], [0.6, 0.8], [0.0, 0.0]])  # class 0: two identical samples; class 2: none
     estimate = estimate_class_means(sums, torch.tensor([2, 2, 0]))
     summary = estimate.summary()
-    assert summary["vmf/resultant_length_min"] == pytest.approx(0.5) and summary["vmf/resultant_length_max"] == pytest.approx(1.0)
+    assert summary["vmf/resultant_length_min"] == pytest.approx(0.5) and summary[
+        "vmf/resultant_length_max"
+    ] == pytest.approx(1.0)
     assert summary["vmf/resultant_length_mean"] == pytest.approx(0.75)
     r = 0.5
-    assert summary["vmf/concentration_mean"] == summary["vmf/concentration_max"] == pytest.approx(r * (2 - r**2) / (1 - r**2))
+    assert (
+        summary["vmf/concentration_mean"]
+        == summary["vmf/concentration_max"]
+        == pytest.approx(r * (2 - r**2) / (1 - r**2))
+    )
 
 
 def test_full_pass_under_distributed_without_a_sharding_rule_is_an_error(monkeypatch):

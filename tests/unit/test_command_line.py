@@ -17,14 +17,16 @@ def test_the_loss_names_readable_without_torch_are_the_registry():
 def test_train_help_lists_losses_and_keys_and_imports_no_torch():
     probe = (
         "import runpy, sys; sys.argv = ['train.py', '--help']\n"
-        "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+        f"try:\n    runpy.run_path({str(TRAIN)!r}, run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH')\n"
-    ) % str(TRAIN)
+    )
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().endswith("NO_TORCH")
     assert "losses (loss.name): " + ", ".join(LOSSES) in completed.stdout
     for key in _valid_keys(RecipeConfig()):
         assert f"\n  {key}  " in completed.stdout, key
-    assert "train.epochs  int = 30" in completed.stdout and "optim.backbone_lr  float or null = null" in completed.stdout
+    assert (
+        "train.epochs  int = 30" in completed.stdout and "optim.backbone_lr  float or null = null" in completed.stdout
+    )

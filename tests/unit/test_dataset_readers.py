@@ -45,10 +45,23 @@ def test_cub200_trains_on_classes_1_to_100_and_tests_on_101_to_200(tmp_path):
 def test_cars196_reads_cars_annos_mat(tmp_path):
     from scipy.io import savemat
 
-    rows = [("car_ims/000001.jpg", 1, 0), ("car_ims/000002.jpg", 98, 1), ("car_ims/000003.jpg", 99, 1), ("car_ims/000004.jpg", 196, 0)]
+    rows = [
+        ("car_ims/000001.jpg", 1, 0),
+        ("car_ims/000002.jpg", 98, 1),
+        ("car_ims/000003.jpg", 99, 1),
+        ("car_ims/000004.jpg", 196, 0),
+    ]
     annotations = np.array(
         [(path, 0, 0, 5, 5, label, test) for path, label, test in rows],
-        dtype=[("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("test", "O")],
+        dtype=[
+            ("relative_im_path", "O"),
+            ("bbox_x1", "O"),
+            ("bbox_y1", "O"),
+            ("bbox_x2", "O"),
+            ("bbox_y2", "O"),
+            ("class", "O"),
+            ("test", "O"),
+        ],
     )
     savemat(tmp_path / "cars_annos.mat", {"annotations": annotations.reshape(1, -1)})
     for path, _, _ in rows:
@@ -60,7 +73,9 @@ def test_cars196_reads_cars_annos_mat(tmp_path):
 
 def test_sop_reads_the_ebay_lists_by_product(tmp_path):
     header = "image_id class_id super_class_id path\n"
-    (tmp_path / "Ebay_train.txt").write_text(header + "1 1 1 bicycle_final/a.JPG\n2 1 1 bicycle_final/b.JPG\n3 7 2 cabinet_final/c.JPG\n")
+    (tmp_path / "Ebay_train.txt").write_text(
+        header + "1 1 1 bicycle_final/a.JPG\n2 1 1 bicycle_final/b.JPG\n3 7 2 cabinet_final/c.JPG\n"
+    )
     (tmp_path / "Ebay_test.txt").write_text(header + "4 11319 1 bicycle_final/d.JPG\n5 11320 1 bicycle_final/e.JPG\n")
     splits = _load("sop", tmp_path)
     assert splits.train.labels.tolist() == [0, 0, 1] and splits.query.labels.tolist() == [0, 1]
@@ -105,8 +120,12 @@ def test_image_folder_train_and_test_trees_closed_set_keeps_class_labels(tmp_pat
     # ... labelled as in training, so that a classifier can be scored on them (eval.select_by=classifier_accuracy)
     assert splits.val_classes_are_train_classes
     label_of = {Path(p).parent.name: label for p, label in zip(splits.train.images, splits.train.labels.tolist())}
-    assert all(label_of[Path(p).parent.name] == label for p, label in zip(splits.val.images, splits.val.labels.tolist()))
-    assert not _load("image_folder", tmp_path, protocol="class_disjoint", val_fraction=0.25, val_by="images").val_classes_are_train_classes
+    assert all(
+        label_of[Path(p).parent.name] == label for p, label in zip(splits.val.images, splits.val.labels.tolist())
+    )
+    assert not _load(
+        "image_folder", tmp_path, protocol="class_disjoint", val_fraction=0.25, val_by="images"
+    ).val_classes_are_train_classes
 
 
 def test_grayscale_and_rgba_images_load_as_rgb_with_transparency_on_white(tmp_path):
@@ -221,7 +240,15 @@ def test_image_folder_from_the_wild_skips_what_it_cannot_use_and_names_it(tmp_pa
     with pytest.warns(UserWarning) as caught:
         images, names = read_class_tree(tmp_path)
     messages = "\n".join(str(w.message) for w in caught)
-    for expected in ("notes.txt", ".DS_Store", "corrupt.jpg", "truncated.png", f"{tmp_path / 'cat'}", "loose.png", "single image (bee)"):
+    for expected in (
+        "notes.txt",
+        ".DS_Store",
+        "corrupt.jpg",
+        "truncated.png",
+        f"{tmp_path / 'cat'}",
+        "loose.png",
+        "single image (bee)",
+    ):
         assert expected in messages, expected
     assert sorted(Path(p).name for p in images.images) == ["0.png", "1.png", "2.png", "UPPER.PNG", "nested.png"]
     assert names == ["ant", "bee", "cat"] and sorted(images.labels.tolist()) == [0, 0, 0, 0, 1]

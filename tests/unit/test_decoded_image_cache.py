@@ -7,6 +7,7 @@ from PIL import Image
 from torchvision import transforms
 
 from pml_vmf.data import DecodedImageCache, ImageDataset, LabelledImages, build_transforms
+from pml_vmf.data.image_dataset import UnreadableImageError
 from pml_vmf.errors import ConfigError
 from pml_vmf.models import create_embedding_model
 
@@ -24,7 +25,9 @@ def _image_files(folder, count=5):
 
 def test_the_cache_returns_what_the_transform_returns_and_reads_each_file_once(tmp_path):
     images = _image_files(tmp_path)
-    _, eval_transform = build_transforms(create_embedding_model("test_resnet", 8).backbone, 32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.25])
+    _, eval_transform = build_transforms(
+        create_embedding_model("test_resnet", 8).backbone, 32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.25]
+    )
     plain, cached = ImageDataset(images, eval_transform), DecodedImageCache(images, eval_transform)
     expected = [plain[i] for i in range(len(images))]
     for i, (image, label, index) in enumerate(expected):
@@ -35,7 +38,7 @@ def test_the_cache_returns_what_the_transform_returns_and_reads_each_file_once(t
         path.unlink()  # a second pass must not need the files
     for i, (image, _, _) in enumerate(expected):
         assert torch.equal(cached[i][0], image)
-    with pytest.raises(Exception):
+    with pytest.raises(UnreadableImageError, match="Cannot read image"):
         plain[0]
 
 
@@ -56,4 +59,6 @@ def test_an_image_replaced_on_disk_is_decoded_again(tmp_path):
     Image.fromarray(np.zeros((40, 37, 3), dtype=np.uint8)).save(images.images[0])  # replaced in place
     status = os.stat(images.images[0])
     os.utime(images.images[0], ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))  # even within a second
-    assert torch.equal(cached[0][0], ImageDataset(images, eval_transform)[0][0]) and not torch.equal(cached[0][0], first)
+    assert torch.equal(cached[0][0], ImageDataset(images, eval_transform)[0][0]) and not torch.equal(
+        cached[0][0], first
+    )

@@ -25,7 +25,10 @@ def _fake_tarball(path: Path, vendor: str, codes: list) -> Path:
 
 def _tarballs(tmp_path: Path) -> dict:
     # Facebook lacks 1f605: that class is left out.
-    return {v: _fake_tarball(tmp_path / f"{v}.tgz", v, [c for c in CODES if not (v == "facebook" and c == "1f605")]) for v in VENDORS}
+    return {
+        v: _fake_tarball(tmp_path / f"{v}.tgz", v, [c for c in CODES if not (v == "facebook" and c == "1f605")])
+        for v in VENDORS
+    }
 
 
 def test_classes_split_by_index_mod_3_and_reserved_classes_are_never_written(tmp_path):

@@ -21,14 +21,15 @@ from pml_vmf.inference.export import ExportCheckError, export_embedder
 from pml_vmf.models import create_embedding_model
 from pml_vmf.training.checkpoints import CheckpointKeeper
 from tests.crafted_files import craft_pickle
-
-TRANSFORM = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
+from tests.tiny_model import TRANSFORM
 
 
 def _embedder(width: int = 8, seed: int = 0) -> Embedder:
     torch.manual_seed(seed)
     means = torch.nn.functional.normalize(torch.randn(3, width), dim=1)
-    return Embedder(create_embedding_model("test_resnet", width), EmbedderConfig("test_resnet", width, TRANSFORM, kappa=8.0), means)
+    return Embedder(
+        create_embedding_model("test_resnet", width), EmbedderConfig("test_resnet", width, TRANSFORM, kappa=8.0), means
+    )
 
 
 def test_the_crafted_file_would_run_code_if_unpickled(tmp_path):
@@ -73,7 +74,9 @@ def test_a_damaged_last_checkpoint_is_named_and_the_intact_one_is_loaded(tmp_pat
         loaded = keeper.load("last")
     assert loaded.name == "epoch_0000" and progress.epoch.item() == 0 and model.weight.eq(0).all()
     (tmp_path / "checkpoints" / "epoch_0000" / "progress.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(DamagedFileError, match="No intact checkpoint.*model.safetensors is truncated.*progress.pt is truncated"):
+    with pytest.raises(
+        DamagedFileError, match="No intact checkpoint.*model.safetensors is truncated.*progress.pt is truncated"
+    ):
         keeper.load("last")
 
 
@@ -113,7 +116,9 @@ def test_an_index_is_written_whole_or_not_at_all_and_never_replaced_unasked(tmp_
     assert EmbeddingIndex.load(folder).paths == first.paths  # the old index, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary folder left behind
     EmbeddingIndex(8).add(torch.randn(3, 8), ["b0", "b1", "b2"]).save(folder, overwrite=True)
-    assert EmbeddingIndex.load(folder).paths == ["b0", "b1", "b2"] and sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    assert EmbeddingIndex.load(folder).paths == ["b0", "b1", "b2"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "index"
+    ]
 
 
 def test_a_damaged_or_mixed_index_is_named(tmp_path):
@@ -154,7 +159,10 @@ def test_a_damaged_or_mixed_index_is_named(tmp_path):
         EmbeddingIndex.load(newer)
 
 
-@pytest.mark.parametrize("key, value", [("format_version", "1"), ("model", 3), ("model_fingerprint", 7), ("dim", -2), ("size", "6"), ("files", [])])
+@pytest.mark.parametrize(
+    "key, value",
+    [("format_version", "1"), ("model", 3), ("model_fingerprint", 7), ("dim", -2), ("size", "6"), ("files", [])],
+)
 def test_odd_index_json_values_are_one_error_that_names_the_key(tmp_path, key, value):
     folder = EmbeddingIndex(8).add(torch.randn(6, 8), [f"p{i}" for i in range(6)]).save(tmp_path / "index")
     meta = json.loads((folder / "index.json").read_text())
@@ -265,9 +273,12 @@ def test_checkpoints_outside_the_run_folder_are_never_loaded_or_pruned(tmp_path)
 @pytest.mark.parametrize(
     "edit, named",
     [
-        ({"embedding_size": -3}, "embedding_size must be"), ({"embedding_size": "8"}, "embedding_size must be"),
-        ({"backbone": 5}, "backbone must be"), ({"format_version": "1"}, "format_version must be an integer"),
-        ({"kappa": -1}, "kappa must be a positive number"), ({"kappa": float("nan")}, "kappa must be a positive number"),
+        ({"embedding_size": -3}, "embedding_size must be"),
+        ({"embedding_size": "8"}, "embedding_size must be"),
+        ({"backbone": 5}, "backbone must be"),
+        ({"format_version": "1"}, "format_version must be an integer"),
+        ({"kappa": -1}, "kappa must be a positive number"),
+        ({"kappa": float("nan")}, "kappa must be a positive number"),
         ({"class_names": "abc"}, "class_names must be a list of strings"),
         ({"eval_transform": {**TRANSFORM, "input_size": [3, 100000, 100000]}}, "input_size must be"),
         ({"eval_transform": {**TRANSFORM, "interpolation": "magic"}}, "interpolation must be one of"),
@@ -283,7 +294,9 @@ def test_odd_embedder_json_values_are_one_error_that_names_the_key(tmp_path, edi
         load_embedder(folder)
 
 
-@pytest.mark.parametrize("manifest", [[], {"model.safetensors": {"sha256": "x"}}, {"../../elsewhere": {"bytes": 1, "sha256": "x"}}, {}])
+@pytest.mark.parametrize(
+    "manifest", [[], {"model.safetensors": {"sha256": "x"}}, {"../../elsewhere": {"bytes": 1, "sha256": "x"}}, {}]
+)
 def test_malformed_checkpoint_bookkeeping_is_named_not_a_traceback(tmp_path, manifest):
     folder = tmp_path / "checkpoints"
     keeper, model, progress = _keeper_run(folder)

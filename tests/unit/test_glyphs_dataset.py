@@ -16,7 +16,10 @@ FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 @pytest.fixture(scope="module")
 def renderers() -> list:
-    faces = [Typeface("dejavu_sans", "matplotlib", "DejaVuSans.ttf"), Typeface("dejavu_serif", "matplotlib", "DejaVuSerif.ttf")]
+    faces = [
+        Typeface("dejavu_sans", "matplotlib", "DejaVuSans.ttf"),
+        Typeface("dejavu_serif", "matplotlib", "DejaVuSerif.ttf"),
+    ]
     return [Renderer(face, face.path(str(FONTS))) for face in faces]
 
 
@@ -47,7 +50,14 @@ def test_typefaces_are_chosen_by_coverage_alone(renderers):
 def test_classes_split_by_code_point_index_mod_3_and_the_reserved_third_is_never_written(renderers, tmp_path):
     characters = list("LKJIHGFEDCBA") + ["啊"]  # unsorted on purpose; the last is drawn by neither font
     counts = build_glyphs_dataset(tmp_path, renderers, characters)
-    assert counts == {"classes": 12, "dropped": 1, "train": 4, "test": 4, "reserved": 4, "typefaces": ["dejavu_sans", "dejavu_serif"]}
+    assert counts == {
+        "classes": 12,
+        "dropped": 1,
+        "train": 4,
+        "test": 4,
+        "reserved": 4,
+        "typefaces": ["dejavu_sans", "dejavu_serif"],
+    }
     folder = {split: sorted(chr(int(p.name, 16)) for p in (tmp_path / split).iterdir()) for split in ("train", "test")}
     assert folder == {"train": list("ADGJ"), "test": list("BEHK")}  # C, F, I, L (k % 3 == 2) are nowhere
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test", "train"]
@@ -55,8 +65,14 @@ def test_classes_split_by_code_point_index_mod_3_and_the_reserved_third_is_never
     pixels = np.asarray(image)
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE) and image.mode == "RGB" and pixels.max() == 255 and pixels.min() < 64
     rows, cols = np.nonzero(pixels[..., 0] < 128)  # the ink is centred
-    assert abs((rows.min() + rows.max()) / 2 - IMAGE_SIZE / 2) <= 1.5 and abs((cols.min() + cols.max()) / 2 - IMAGE_SIZE / 2) <= 1.5
-    assert sorted(p.name for p in (tmp_path / "test" / f"{ord('B'):05x}").iterdir()) == ["dejavu_sans.png", "dejavu_serif.png"]
+    assert (
+        abs((rows.min() + rows.max()) / 2 - IMAGE_SIZE / 2) <= 1.5
+        and abs((cols.min() + cols.max()) / 2 - IMAGE_SIZE / 2) <= 1.5
+    )
+    assert sorted(p.name for p in (tmp_path / "test" / f"{ord('B'):05x}").iterdir()) == [
+        "dejavu_sans.png",
+        "dejavu_serif.png",
+    ]
 
 
 def test_a_class_stride_keeps_every_nth_class_of_each_split(renderers, tmp_path):

@@ -10,7 +10,7 @@ from pml_vmf import load_embedder
 from pml_vmf.inference import EmbeddingIndex, ModelNotFoundError, recall_against_exact
 from pml_vmf.inference.embedder import Embedder, EmbedderConfig
 from pml_vmf.models import create_embedding_model
-
+from tests.tiny_model import TRANSFORM
 
 
 def test_classify_is_the_nearest_mean_with_its_vmf_posterior():
@@ -24,7 +24,10 @@ def test_classify_is_the_nearest_mean_with_its_vmf_posterior():
     by_hand = math.exp(5 * 0.8) / (math.exp(5 * 0.8) + math.exp(5 * 0.6))
     assert probabilities[0].item() == pytest.approx(by_hand, rel=1e-6)
     assert probabilities[1].item() == pytest.approx(0.5, rel=1e-6)  # equidistant from both means
-    no_means = Embedder(create_embedding_model("test_resnet", 4), EmbedderConfig("test_resnet", 4, config.eval_transform, loss="triplet"))
+    no_means = Embedder(
+        create_embedding_model("test_resnet", 4),
+        EmbedderConfig("test_resnet", 4, config.eval_transform, loss="triplet"),
+    )
     with pytest.raises(ValueError, match="trained with triplet and has no vMF class means"):
         no_means.classify(z)
 
@@ -74,8 +77,7 @@ def test_the_embedders_network_plugs_into_pmls_inference_model():
     from pytorch_metric_learning.utils.inference import InferenceModel
 
     torch.manual_seed(0)
-    transform = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
-    embedder = Embedder(create_embedding_model("test_resnet", 8), EmbedderConfig("test_resnet", 8, transform))
+    embedder = Embedder(create_embedding_model("test_resnet", 8), EmbedderConfig("test_resnet", 8, TRANSFORM))
     images = torch.randn(6, 3, 32, 32)
     inference = InferenceModel(trunk=embedder.model, normalize_embeddings=True)
     torch.testing.assert_close(inference.get_embeddings(images), embedder.embed_tensor(images), atol=1e-6, rtol=0)
@@ -86,8 +88,7 @@ def test_embedding_a_folder_leaves_the_model_in_eval_mode(tmp_path):
     from PIL import Image
 
     torch.manual_seed(0)
-    transform = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
-    embedder = Embedder(create_embedding_model("test_resnet", 8), EmbedderConfig("test_resnet", 8, transform))
+    embedder = Embedder(create_embedding_model("test_resnet", 8), EmbedderConfig("test_resnet", 8, TRANSFORM))
     for i in range(3):
         Image.fromarray((torch.rand(32, 32, 3) * 255).byte().numpy()).save(tmp_path / f"{i}.png")
     gallery, paths = embedder.embed_folder(tmp_path, progress=False)

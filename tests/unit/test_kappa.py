@@ -116,5 +116,7 @@ def test_the_default_margin_is_the_cosine_margin_and_zero_is_the_papers_loss(dev
     cosines = F.normalize(embeddings, dim=1) @ means.T
     kappa = class_count_kappa(NUM_CLASSES)
     assert default.margin == 0.1
-    assert default(embeddings, labels).item() == pytest.approx(F.cross_entropy(kappa * (cosines - 0.1 * F.one_hot(labels, NUM_CLASSES)), labels).item(), rel=1e-5)
+    assert default(embeddings, labels).item() == pytest.approx(
+        F.cross_entropy(kappa * (cosines - 0.1 * F.one_hot(labels, NUM_CLASSES)), labels).item(), rel=1e-5
+    )
     assert paper(embeddings, labels).item() == pytest.approx(F.cross_entropy(kappa * cosines, labels).item(), rel=1e-5)

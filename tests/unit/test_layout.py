@@ -13,21 +13,28 @@ from tests.recipe_runs import REPO
 
 def _modules_loaded_by(statement: str) -> set:
     code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_environment(), cwd=REPO, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_environment(), cwd=REPO, check=True
+    )
     return set(completed.stdout.split())
 
 
 @pytest.mark.parametrize(
     "statement, forbidden",
     [
-        ("import pml_vmf", ("timm", "accelerate", "matplotlib", "pml_vmf.training", "pml_vmf.models")),  # faiss: PML imports it
+        (
+            "import pml_vmf",
+            ("timm", "accelerate", "matplotlib", "pml_vmf.training", "pml_vmf.models"),
+        ),  # faiss: PML imports it
         ("import pml_vmf.inference", ("accelerate", "matplotlib", "pml_vmf.training")),
         ("import pml_vmf.evaluation", ("matplotlib", "pml_vmf.training")),
     ],
 )
 def test_using_the_loss_or_a_trained_model_does_not_load_the_training_stack(statement, forbidden):
     loaded = _modules_loaded_by(statement)
-    assert not {m for m in loaded if m.split(".")[0] in forbidden or any(m == f or m.startswith(f + ".") for f in forbidden)}
+    assert not {
+        m for m in loaded if m.split(".")[0] in forbidden or any(m == f or m.startswith(f + ".") for f in forbidden)
+    }
 
 
 def test_the_engine_never_asks_which_loss_it_trains():

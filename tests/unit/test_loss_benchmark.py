@@ -1,7 +1,14 @@
 """How the loss benchmark (recipes/loss_benchmark.py) plans, tunes and summarises runs."""
 
 import pytest
-from loss_benchmark import TUNING_GRIDS, parse_grid, plan, summary_table, validation_curve, winners  # recipes/, on sys.path (conftest)
+from loss_benchmark import (  # recipes/, on sys.path (conftest)
+    TUNING_GRIDS,
+    parse_grid,
+    plan,
+    summary_table,
+    validation_curve,
+    winners,
+)
 
 from pml_vmf.training import LOSSES, ConfigError
 
@@ -13,11 +20,21 @@ def _row(name, phase, loss, value="", val=""):
 
 def test_seeds_wait_for_the_tuning_and_use_the_value_best_on_validation():
     grid = parse_grid(["vmf.kappa=8,16"])
-    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == ["baseline-untrained", "tune-vmf-kappa8", "tune-vmf-kappa16"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, [])] == [
+        "baseline-untrained",
+        "tune-vmf-kappa8",
+        "tune-vmf-kappa16",
+    ]
     assert [p.name for p in plan(["vmf"], [0, 1], grid, [], baseline=False)] == ["tune-vmf-kappa8", "tune-vmf-kappa16"]
-    rows = [_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.4"), _row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.6")]
+    rows = [
+        _row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.4"),
+        _row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.6"),
+    ]
     assert winners(rows, grid) == {"vmf": 16.0}
-    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows, baseline=False)] == ["vmf-kappa16-seed0", "vmf-kappa16-seed1"]
+    assert [p.name for p in plan(["vmf"], [0, 1], grid, rows, baseline=False)] == [
+        "vmf-kappa16-seed0",
+        "vmf-kappa16-seed1",
+    ]
     rows.append(_row("vmf-kappa16-seed0", "final", "vmf", "16.0", "0.6"))
     assert "| vmf | kappa=16 | 1 |" in summary_table(rows, grid)
 
@@ -48,7 +65,9 @@ def test_a_loss_that_does_not_clear_the_untrained_network_is_flagged():
     ]
     table = summary_table(rows, grid).splitlines()
     assert table[2].startswith("| untrained network (train.epochs=0) |  | 1 | 0.550 |")
-    assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith("| triplet (not above untrained) | default |")
+    assert table[3].startswith("| vmf | kappa=8 |") and table[4].startswith(
+        "| triplet (not above untrained) | default |"
+    )
 
 
 def test_the_time_to_accuracy_curve_counts_every_epochs_training_seconds_but_not_validation():
@@ -66,11 +85,21 @@ def test_the_time_to_accuracy_curve_counts_every_epochs_training_seconds_but_not
 def test_tuning_follows_the_runs_selection_metric_where_the_rows_record_one():
     grid = parse_grid(["vmf.kappa=8,16"])
     rows = [
-        {**_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.6"), "select_by": "classifier_accuracy", "best_val_score": "0.91"},
-        {**_row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.4"), "select_by": "classifier_accuracy", "best_val_score": "0.93"},
+        {
+            **_row("tune-vmf-kappa8", "tune", "vmf", "8.0", "0.6"),
+            "select_by": "classifier_accuracy",
+            "best_val_score": "0.91",
+        },
+        {
+            **_row("tune-vmf-kappa16", "tune", "vmf", "16.0", "0.4"),
+            "select_by": "classifier_accuracy",
+            "best_val_score": "0.93",
+        },
     ]
     assert winners(rows, grid) == {"vmf": 16.0}  # by accuracy, though kappa 8 has the better MAP@R
-    assert winners([{k: v for k, v in r.items() if k != "best_val_score"} for r in rows], grid) == {"vmf": 8.0}  # older rows
+    assert winners([{k: v for k, v in r.items() if k != "best_val_score"} for r in rows], grid) == {
+        "vmf": 8.0
+    }  # older rows
 
 
 def test_a_stopped_benchmark_keeps_the_curves_of_the_runs_it_finished(tmp_path, monkeypatch):
@@ -88,9 +117,21 @@ def test_a_stopped_benchmark_keeps_the_curves_of_the_runs_it_finished(tmp_path, 
         if planned.seed == 1:
             raise TrainingInterrupted("Stopped at epoch 0, step 3 on SIGTERM.", None, 143)
         (runs_dir / planned.name).mkdir(parents=True)
-        record = {"epoch": 0, "train_loss": 1.0, "train_seconds": 2.5, "split": "val", "mean_average_precision_at_r": 0.5}
+        record = {
+            "epoch": 0,
+            "train_loss": 1.0,
+            "train_seconds": 2.5,
+            "split": "val",
+            "mean_average_precision_at_r": 0.5,
+        }
         (runs_dir / planned.name / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-        return {"name": planned.name, "folder": planned.name, "phase": planned.phase, "loss": planned.loss, "seed": planned.seed}
+        return {
+            "name": planned.name,
+            "folder": planned.name,
+            "phase": planned.phase,
+            "loss": planned.loss,
+            "seed": planned.seed,
+        }
 
     monkeypatch.setattr(benchmark, "run_one", run_one)
     out = tmp_path / "bench"
@@ -98,4 +139,6 @@ def test_a_stopped_benchmark_keeps_the_curves_of_the_runs_it_finished(tmp_path, 
     assert benchmark.main(args) == 143
     assert [r["name"] for r in read_rows(out / "runs.csv")] == ["vmf-seed0"]
     curves = read_rows(out / "validation_curves.csv")
-    assert [(c["name"], c["epoch"], c["train_seconds"], c["value"]) for c in curves] == [("vmf-seed0", "0", "2.5", "0.5")]
+    assert [(c["name"], c["epoch"], c["train_seconds"], c["value"]) for c in curves] == [
+        ("vmf-seed0", "0", "2.5", "0.5")
+    ]

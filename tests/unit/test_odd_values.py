@@ -14,7 +14,28 @@ from pml_vmf.training.builders import check_config
 from pml_vmf.training.config import RecipeConfig, _valid_keys, load_config
 from tests.unit.test_file_trust import _embedder, _keeper_run
 
-ODD_VALUES = [None, True, False, -1, 0, 7, -2.5, 1e308, math.nan, math.inf, "", "x", "1e-1", [], [0], [1, 2, 3, 4], ["a"], {}, {"a": 1}, 10**20]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    -1,
+    0,
+    7,
+    -2.5,
+    1e308,
+    math.nan,
+    math.inf,
+    "",
+    "x",
+    "1e-1",
+    [],
+    [0],
+    [1, 2, 3, 4],
+    ["a"],
+    {},
+    {"a": 1},
+    10**20,
+]
 EXPECTED = (ValueError, FileNotFoundError)
 
 
@@ -27,7 +48,9 @@ def _json_safe(value):
     return value if not (isinstance(value, float) and not math.isfinite(value)) else str(value)
 
 
-@pytest.mark.parametrize("key", [k for k in _valid_keys(RecipeConfig()) if k not in ("by_loss", "loss.params", "loss.miner_params")])
+@pytest.mark.parametrize(
+    "key", [k for k in _valid_keys(RecipeConfig()) if k not in ("by_loss", "loss.params", "loss.miner_params")]
+)
 def test_config_keys(tmp_path, key):
     section, name = key.split(".")
     for value in ODD_VALUES:
@@ -80,7 +103,11 @@ def test_checkpoint_bookkeeping(tmp_path):
     original = manifest.read_text()
     for value in ODD_VALUES:
         for edit in ({"model.safetensors": value}, value):
-            manifest.write_text(json.dumps(_json_safe(edit) if not isinstance(edit, dict) else {k: _json_safe(v) for k, v in edit.items()}))
+            manifest.write_text(
+                json.dumps(
+                    _json_safe(edit) if not isinstance(edit, dict) else {k: _json_safe(v) for k, v in edit.items()}
+                )
+            )
             problem = keeper.damage(folder / "epoch_0000")
             assert problem is None or isinstance(problem, str)
             try:
@@ -89,6 +116,10 @@ def test_checkpoint_bookkeeping(tmp_path):
                 _one_line(error)
         manifest.write_text(original)
         for edit in ({"last": value, "best": "epoch_0000"}, {"last": "epoch_0000", "best": value}, value):
-            (folder / "index.json").write_text(json.dumps(_json_safe(edit) if not isinstance(edit, dict) else {k: _json_safe(v) for k, v in edit.items()}))
+            (folder / "index.json").write_text(
+                json.dumps(
+                    _json_safe(edit) if not isinstance(edit, dict) else {k: _json_safe(v) for k, v in edit.items()}
+                )
+            )
             assert isinstance(keeper.index(), dict)
             assert keeper.load("last") == folder / "epoch_0000"

@@ -34,8 +34,14 @@ def test_the_convergence_recipe_is_the_8_epoch_protocol_plus_what_was_benchmarke
     # BENCHMARKS.md's convergence rows ran the 8-epoch config with these keys: the shipped recipe must train the same
     configs = CONFIGS[0].parent
     patience = {"emoji": 3, "glyphs": "null"}[data_set]
-    benchmarked = ["train.epochs=30", f"train.early_stopping_patience={patience}", "run.channels_last=true",
-                   "loss.mean_update=miner", "loss.full_pass_every=8", "loss.miner_params.vmf.update_every=null"]
+    benchmarked = [
+        "train.epochs=30",
+        f"train.early_stopping_patience={patience}",
+        "run.channels_last=true",
+        "loss.mean_update=miner",
+        "loss.full_pass_every=8",
+        "loss.miner_params.vmf.update_every=null",
+    ]
     if loss == "vmf":
         benchmarked += ["optim.head_warmup_epochs=0", "model.global_pool=avgmax", "model.feature_layernorm=true"]
     same_name = [f"loss.name={loss}", "run.name=run"]
@@ -45,14 +51,18 @@ def test_the_convergence_recipe_is_the_8_epoch_protocol_plus_what_was_benchmarke
 
 
 def test_overrides_are_parsed_as_yaml_and_applied_last():
-    config = load_config(CONFIGS[0], ["optim.lr=3e-4", "eval.recall_at=[1, 10]", "loss.params.vmf.kappa=8", "data.root=null"])
+    config = load_config(
+        CONFIGS[0], ["optim.lr=3e-4", "eval.recall_at=[1, 10]", "loss.params.vmf.kappa=8", "data.root=null"]
+    )
     assert config.optim.lr == 3e-4 and config.eval.recall_at == [1, 10] and config.data.root is None
     assert config.loss.params["vmf"]["kappa"] == 8
 
 
 def test_switching_the_loss_keeps_each_loss_its_own_parameters():
     config = load_config(CONFIGS[0], ["loss.name=multi_similarity", "loss.params.multi_similarity.alpha=4"])
-    assert config.loss.params["vmf"] == {"kappa": 16.0, "margin": 0.0} and config.loss.params["multi_similarity"] == {"alpha": 4}
+    assert config.loss.params["vmf"] == {"kappa": 16.0, "margin": 0.0} and config.loss.params["multi_similarity"] == {
+        "alpha": 4
+    }
 
 
 @pytest.mark.parametrize("override", ["train.epohcs=3", "modle.backbone=resnet18", "data.image_size.x=1"])
@@ -106,7 +116,9 @@ def test_the_vmf_entry_is_vmf_loss_with_its_global_mean_miner():
 
 def test_a_tuned_margin_moves_the_miners_margin_with_it():
     """Contrastive's grid 0.6/0.8/1.0 on the loss alone trained 0.8 and 1.0 identically (the miner decided)."""
-    miners_by_value = {v: build_training_loss("contrastive", 5, 8, params={"neg_margin": v}).miner for v in (0.6, 0.8, 1.0)}
+    miners_by_value = {
+        v: build_training_loss("contrastive", 5, 8, params={"neg_margin": v}).miner for v in (0.6, 0.8, 1.0)
+    }
     assert [miners_by_value[v].neg_margin for v in (0.6, 0.8, 1.0)] == [0.4, 0.6, 0.8]  # the default gap of 0.2 kept
     assert miners_by_value[1.0].pos_margin == 0.2
     assert build_training_loss("triplet", 5, 8, params={"margin": 0.2}).miner.margin == 0.2
@@ -179,11 +191,18 @@ def test_each_loss_gets_its_own_settings_from_one_config(tmp_path):
     )
     vmf, triplet = (load_config(path, [f"loss.name={name}"]) for name in ("vmf", "triplet"))
     assert (vmf.optim.head_warmup_epochs, vmf.model.global_pool, vmf.model.feature_layernorm) == (0, "avgmax", True)
-    assert (triplet.optim.head_warmup_epochs, triplet.model.global_pool, triplet.model.feature_layernorm) == (1, None, False)
+    assert (triplet.optim.head_warmup_epochs, triplet.model.global_pool, triplet.model.feature_layernorm) == (
+        1,
+        None,
+        False,
+    )
     # the command line wins over the entry, and can edit the entry itself
     assert load_config(path, ["model.global_pool=max"]).model.global_pool == "max"
     assert load_config(path, ["by_loss.vmf.model.global_pool=avg"]).model.global_pool == "avg"
-    assert load_config(path, ["by_loss.triplet.optim.head_warmup_epochs=3", "loss.name=triplet"]).optim.head_warmup_epochs == 3
+    assert (
+        load_config(path, ["by_loss.triplet.optim.head_warmup_epochs=3", "loss.name=triplet"]).optim.head_warmup_epochs
+        == 3
+    )
     # the saved config holds the resolved values without the entry, which read again would undo the override
     save_config(load_config(path, ["model.global_pool=max"]), tmp_path / "saved.yaml")
     saved = load_config(tmp_path / "saved.yaml")
@@ -240,7 +259,13 @@ def test_selecting_by_classifier_accuracy_where_it_cannot_be_measured_is_refused
             for n in range(4):
                 (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (8, 8)).save(tmp_path / split / name / f"{n}.png")
-    base = ["data.dataset=image_folder", f"data.root={tmp_path}", "data.protocol=closed_set", "data.val_fraction=0.25", "eval.select_by=classifier_accuracy"]
+    base = [
+        "data.dataset=image_folder",
+        f"data.root={tmp_path}",
+        "data.protocol=closed_set",
+        "data.val_fraction=0.25",
+        "eval.select_by=classifier_accuracy",
+    ]
     accelerator = Accelerator(cpu=True)
     for extra, refused in (([], False), (overrides, True)):
         config = load_config(None, [*base, *extra])
@@ -314,9 +339,8 @@ def _schedule(training_loss, **settings):
 
 def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
     from pml_vmf.class_means import ClassMeanEstimate
-    from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
-
     from pml_vmf.training.builders import check_config
+    from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
 
     # vMF's settings in a config that trains several losses (emoji_pretrained.yaml) leave another loss alone
     config = load_config(None, ["loss.name=triplet", "loss.full_pass_every=8"])
@@ -378,12 +402,18 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["loss.full_pass_every=0"], "loss.full_pass_every is a number of epochs, at least 1"),
         (["loss.full_pass_every=2", "loss.mean_update=full_pass"], "already passes after every epoch"),
         (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
-        (["loss.mean_update=full_pass", "loss.miner_params.vmf.update_every=null"], r"Remove it \(loss.miner_params.vmf=null\)"),
+        (
+            ["loss.mean_update=full_pass", "loss.miner_params.vmf.update_every=null"],
+            r"Remove it \(loss.miner_params.vmf=null\)",
+        ),
         (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
         (["by_loss.vfm.optim.head_warmup_epochs=0"], "by_loss is keyed by loss name"),
-        (["by_loss.vmf.optim.head_warmup_epochs=-1"], "optim.head_warmup_epochs must be an integer of at least 0, got -1"),
+        (
+            ["by_loss.vmf.optim.head_warmup_epochs=-1"],
+            "optim.head_warmup_epochs must be an integer of at least 0, got -1",
+        ),
         (["by_loss.triplet.model.global_poll=avg"], "by_loss.triplet: Unknown config key 'model.global_poll'"),
         (["by_loss.triplet.train.epochs=many"], "by_loss.triplet: Config key 'train.epochs' takes an? int"),
         (["by_loss.vmf.loss.name=triplet"], "by_loss.vmf sets loss.name"),
@@ -395,7 +425,10 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
         (["data.image_size=0"], "data.image_size must be an integer of at least 1"),
         (["train.epochs=-1"], "train.epochs must be an integer of at least 0"),
         (["train.max_steps_per_epoch=0"], "train.max_steps_per_epoch must be at least 1"),
-        (["eval.select_by=map_at_r"], "eval.select_by picks the tested checkpoint by a validation metric: one of precision_at_1"),
+        (
+            ["eval.select_by=map_at_r"],
+            "eval.select_by picks the tested checkpoint by a validation metric: one of precision_at_1",
+        ),
         (["eval.select_by=recall_at_16"], "recall_at_8, classifier_accuracy"),
     ],
 )
@@ -409,7 +442,9 @@ def test_contradictory_or_misspelt_settings_are_rejected_before_anything_loads(o
 def test_the_backbone_can_learn_slower_than_the_head():
     from pml_vmf.training.builders import build_optimizer
 
-    config = load_config(None, ["model.backbone=test_resnet", "model.embedding_size=8", "optim.lr=1e-3", "optim.backbone_lr=1e-4"])
+    config = load_config(
+        None, ["model.backbone=test_resnet", "model.embedding_size=8", "optim.lr=1e-3", "optim.backbone_lr=1e-4"]
+    )
     model = create_embedding_model("test_resnet", 8)
     optimizer = build_optimizer(config, model, build_training_loss("normalized_softmax", 4, 8))
     assert [g["lr"] for g in optimizer.param_groups] == [1e-4, 1e-3, config.optim.loss_lr]

@@ -46,12 +46,16 @@ def test_faiss_and_the_blocked_torch_search_give_the_same_metrics():
         for knn in ("faiss", "torch")
     ]  # fmt: skip
     assert results[0] == pytest.approx(results[1])
-    assert results[0]["recall_at_4"] == pytest.approx(_brute_force_recall(query, labels[::2], 4, reference, labels[1::2]))
+    assert results[0]["recall_at_4"] == pytest.approx(
+        _brute_force_recall(query, labels[::2], 4, reference, labels[1::2])
+    )
 
 
 def test_recall_k_larger_than_any_class_is_still_exact():
     embeddings, labels = _clustered(num_classes=30, per_class=3)
-    metrics = retrieval_metrics(build_accuracy_calculator((1, 20), ("mean_average_precision_at_r",), knn="torch"), embeddings, labels)
+    metrics = retrieval_metrics(
+        build_accuracy_calculator((1, 20), ("mean_average_precision_at_r",), knn="torch"), embeddings, labels
+    )
     assert metrics["recall_at_20"] == pytest.approx(_brute_force_recall(embeddings, labels, 20))
 
 
@@ -92,7 +96,11 @@ def test_blocked_metrics_equal_pml_accuracy_calculator_on_the_whole_set(leave_on
         assert found[name] == pytest.approx(expected[name], abs=1e-6), name
     if k is None:
         max_bin = AccuracyCalculator(include=names, k="max_bin_count", knn_func=CustomKNN(CosineSimilarity()))
-        truncated = max_bin.get_accuracy(embeddings, labels) if leave_one_out else max_bin.get_accuracy(*args, ref_includes_query=False)
+        truncated = (
+            max_bin.get_accuracy(embeddings, labels)
+            if leave_one_out
+            else max_bin.get_accuracy(*args, ref_includes_query=False)
+        )
         # Not vacuous: some first hits lie beyond the largest class, where a search of that depth scores them 0.
         assert expected["mean_reciprocal_rank"] > truncated["mean_reciprocal_rank"] + 1e-3
 
@@ -108,7 +116,9 @@ def test_faiss_reference_index_is_built_once_per_evaluation():
         return faiss.IndexFlatL2(dim)
 
     embeddings, labels = _clustered(num_classes=20, per_class=5)
-    calculator = build_accuracy_calculator((1, 4), ("precision_at_1", "mean_reciprocal_rank"), knn="faiss", knn_batch_size=7)
+    calculator = build_accuracy_calculator(
+        (1, 4), ("precision_at_1", "mean_reciprocal_rank"), knn="faiss", knn_batch_size=7
+    )
     calculator.knn_func.index_init_fn = counting_flat_index
     metrics = retrieval_metrics(calculator, embeddings, labels)  # 100 queries in 15 blocks, some searched deeper
     assert built == [16]
@@ -120,7 +130,9 @@ def test_faiss_falls_back_to_the_cpu_index_with_a_message_when_the_gpu_is_full(m
     from pml_vmf.evaluation import faiss_index
 
     def out_of_memory(cpu_index, device_id):
-        raise RuntimeError("Error in void* faiss::gpu::StandardGpuResourcesImpl::allocMemory: cudaMalloc error 2: out of memory")
+        raise RuntimeError(
+            "Error in void* faiss::gpu::StandardGpuResourcesImpl::allocMemory: cudaMalloc error 2: out of memory"
+        )
 
     monkeypatch.setattr(faiss_index.FaissIndexKNN, "_gpu_device", staticmethod(lambda reference: 0))
     monkeypatch.setattr(faiss_index, "_gpu_index", out_of_memory)

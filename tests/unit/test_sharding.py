@@ -14,11 +14,16 @@ def test_a_shard_is_a_contiguous_range_and_bad_sizes_say_what_is_wrong():
         ClassShard(0, 4, 10, 0, 3), ClassShard(4, 7, 10, 1, 3), ClassShard(7, 10, 10, 2, 3)
     ]  # fmt: skip
     assert ClassShard.contiguous(10, [1, 9], rank=1, world_size=2) == ClassShard(1, 10, 10, 1, 2)
-    with pytest.raises(ValueError, match=r"Shard sizes \[5, 4\] must be 2 positive counts .* adding up to num_classes 10"):
+    with pytest.raises(
+        ValueError, match=r"Shard sizes \[5, 4\] must be 2 positive counts .* adding up to num_classes 10"
+    ):
         ClassShard.contiguous(10, [5, 4], rank=0, world_size=2)
     with pytest.raises(ValueError, match="needs rank and world_size"):
         ClassShard.contiguous(10)
-    assert VMFLoss(10, 4, shard=ClassShard.contiguous(10, rank=1, world_size=3)).means.shape == (3, 4)  # 1/W of the state
+    assert VMFLoss(10, 4, shard=ClassShard.contiguous(10, rank=1, world_size=3)).means.shape == (
+        3,
+        4,
+    )  # 1/W of the state
     with pytest.raises(ValueError, match="shard is of 10 classes, the loss of 12"):
         VMFLoss(12, 4, shard=ClassShard.contiguous(10, rank=0, world_size=2))
     miner = GlobalMeanMiner(VMFLoss(10, 4, shard=ClassShard.contiguous(10, rank=2, world_size=3)))

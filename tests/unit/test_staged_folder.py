@@ -26,7 +26,9 @@ def test_overwrite_replaces_a_folder_of_its_own_kind_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["index"]  # nothing left beside it
 
 
-@pytest.mark.parametrize("holds", [["0001.png", "0002.png"], ["index.json", "notes.txt"], ["config.yaml", "checkpoints"]])
+@pytest.mark.parametrize(
+    "holds", [["0001.png", "0002.png"], ["index.json", "notes.txt"], ["config.yaml", "checkpoints"]]
+)
 def test_overwrite_refuses_an_input_a_run_folder_or_a_foreign_folder(tmp_path, holds):
     out = tmp_path / "images"
     out.mkdir()

@@ -135,7 +135,10 @@ def test_a_nan_embedding_that_was_its_class_only_sample_is_reported_as_nan(devic
     embeddings = torch.randn(4, EMBEDDING_SIZE, device=device)
     embeddings[3] = float("nan")  # class 3's only sample: the miner cannot give it a mean
     labels = torch.tensor([0, 1, 2, 3], device=device)
-    with pytest.warns(RuntimeWarning, match="skipped 1 of 4 embeddings with NaN"), pytest.raises(ValueError, match=r"embeddings of class\(es\) \[3\] are NaN or inf.*diverged"):
+    with (
+        pytest.warns(RuntimeWarning, match="skipped 1 of 4 embeddings with NaN"),
+        pytest.raises(ValueError, match=r"embeddings of class\(es\) \[3\] are NaN or inf.*diverged"),
+    ):
         vmf(embeddings, labels, miner(embeddings, labels))
 
 
@@ -189,7 +192,10 @@ def ready_loss(device):
 @pytest.mark.parametrize(
     "make_input, message",
     [
-        (lambda d: (torch.randn(4, EMBEDDING_SIZE, device=d), torch.tensor([0, 1, 7, 2], device=d)), r"\[0, 6\].*\[0, 7\]"),
+        (
+            lambda d: (torch.randn(4, EMBEDDING_SIZE, device=d), torch.tensor([0, 1, 7, 2], device=d)),
+            r"\[0, 6\].*\[0, 7\]",
+        ),
         (lambda d: (torch.randn(4, EMBEDDING_SIZE, device=d), torch.tensor([0, -1, 3, 2], device=d)), r"\[-1, 3\]"),
         (lambda d: (torch.randn(4, EMBEDDING_SIZE, device=d), torch.tensor([0.0, 1.0, 2.0, 3.0], device=d)), "integer"),
         (lambda d: (torch.randn(4, EMBEDDING_SIZE + 1, device=d), torch.tensor([0, 1, 2, 3], device=d)), "width 17"),
@@ -269,4 +275,6 @@ def test_no_stale_means_warning_while_the_miner_updates_them(recwarn):
     for _ in range(100):
         vmf(embeddings, labels, miner(embeddings, labels))
     assert not [w for w in recwarn if "never changed" in str(w.message)]
-    assert GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE), update_every=None).loss.stale_means_warning_steps is None
+    assert (
+        GlobalMeanMiner(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE), update_every=None).loss.stale_means_warning_steps is None
+    )

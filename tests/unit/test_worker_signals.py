@@ -15,7 +15,9 @@ WORKER_SCRIPT = Path(__file__).parents[1] / "workers" / "loader_at_exit.py"
 
 @pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="the platform cannot tell who sent a signal")
 def test_worker_survives_a_foreign_sigterm_and_the_process_still_exits_after_an_uncaught_error():
-    process = subprocess.Popen([sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         worker_pid = int(process.stdout.readline())
         os.kill(worker_pid, signal.SIGTERM)  # sent by this test, not by the worker's parent: as a group signal would be

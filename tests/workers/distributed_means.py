@@ -37,7 +37,9 @@ def main() -> None:
     model.load_state_dict(data["model_state"])
     dataset = TensorDataset(data["inputs"], data["input_labels"])
     sampler = DistributedSampler(dataset, shuffle=True, seed=3)
-    results["sampler_pass"] = compute_class_means(model, DataLoader(dataset, batch_size=8, sampler=sampler), num_classes)
+    results["sampler_pass"] = compute_class_means(
+        model, DataLoader(dataset, batch_size=8, sampler=sampler), num_classes
+    )
     loader = accelerator.prepare(DataLoader(dataset, batch_size=8, shuffle=False))
     results["gather_pass"] = compute_class_means(model, loader, num_classes, gather=accelerator.gather_for_metrics)
     results["world_size"] = world_size

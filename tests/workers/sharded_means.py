@@ -33,8 +33,14 @@ def main() -> None:
             kappa_grad = loss_func.log_kappa.grad.clone() if loss_func.learn_kappa else None
             if loss_func.learn_kappa:
                 loss_func.log_kappa.grad = None
-            steps.append({"loss": loss.detach(), "grad": z.grad, "kappa_grad": kappa_grad, "sampled": loss_func.sampled_classes})
-        results[name] = {"steps": steps, "means": loss_func.means.clone(), "predictions": loss_func.predict(data["queries"])}
+            steps.append(
+                {"loss": loss.detach(), "grad": z.grad, "kappa_grad": kappa_grad, "sampled": loss_func.sampled_classes}
+            )
+        results[name] = {
+            "steps": steps,
+            "means": loss_func.means.clone(),
+            "predictions": loss_func.predict(data["queries"]),
+        }
     torch.save(results, f"{out}/rank{rank}.pt")
     accelerator.end_training()
 
