@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 
@@ -22,7 +23,9 @@ class RunConfig:
     seed: int = 0
     trackers: list = field(default_factory=list)  # accelerate trackers, e.g. [tensorboard]
     mixed_precision: Optional[str] = None  # no | fp16 | bf16; None keeps `accelerate launch`'s choice
-    channels_last: bool = False  # model and images in NHWC (timm's --channels-last): faster convolutions on most hardware
+    channels_last: bool = (
+        False  # model and images in NHWC (timm's --channels-last): faster convolutions on most hardware
+    )
 
 
 @dataclass
@@ -112,7 +115,9 @@ class EvalConfig:
     # eval.metrics, or classifier_accuracy (closed-set protocols validated by images: the loss's own classifier)
     select_by: str = "mean_average_precision_at_r"
     recall_at: list = field(default_factory=lambda: [1, 2, 4, 8])
-    metrics: list = field(default_factory=lambda: ["precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"])
+    metrics: list = field(
+        default_factory=lambda: ["precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"]
+    )
     knn: str = "auto"  # auto (faiss when installed) | faiss | torch
     knn_batch_size: int = 1024  # queries per block of the neighbour search and metrics: bounds memory
     grid_queries: int = 8  # retrieval grid plot: this many queries with their top-5 results
@@ -143,7 +148,7 @@ LOSS_NAMES = (
 )  # fmt: skip
 
 
-def describe_keys(section: Any = None, prefix: str = "") -> "list[str]":
+def describe_keys(section: Any = None, prefix: str = "") -> list[str]:
     """One line per config key, ``data.image_size  int = 224``: its type and default, for ``--help``."""
     section = RecipeConfig() if section is None else section
     lines = []
@@ -154,7 +159,9 @@ def describe_keys(section: Any = None, prefix: str = "") -> "list[str]":
             lines += describe_keys(value, f"{prefix}{f.name}.")
             continue
         kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
-        name = " or ".join(k.__name__ for k in kinds) + (" or null" if type(None) in typing.get_args(hints[f.name]) else "")
+        name = " or ".join(k.__name__ for k in kinds) + (
+            " or null" if type(None) in typing.get_args(hints[f.name]) else ""
+        )
         lines.append(f"{prefix}{f.name}  {name} = {'null' if value is None else repr(value)}")
     return lines
 
@@ -218,9 +225,7 @@ def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
             return
         names = {f.name for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else set()
         if part not in names:
-            raise ConfigError(
-                f"Unknown config key {dotted_key!r}. Valid keys: {', '.join(_valid_keys(config))}."
-            )
+            raise ConfigError(f"Unknown config key {dotted_key!r}. Valid keys: {', '.join(_valid_keys(config))}.")
         if depth == len(parts) - 1:
             current = getattr(node, part)
             if dataclasses.is_dataclass(current) or (isinstance(current, dict) and not isinstance(value, dict)):
@@ -260,8 +265,10 @@ class _YAMLLoader(yaml.SafeLoader):
 
 _YAMLLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+0123456789."),
 )
 
@@ -274,7 +281,9 @@ def parse_override(text: str) -> tuple:
     try:
         return key.strip(), yaml.load(raw, Loader=_YAMLLoader)
     except yaml.YAMLError as error:
-        raise ConfigError(f"Override {text!r}: its value is not valid YAML ({_first_line(error)}); quote strings, close brackets.") from None
+        raise ConfigError(
+            f"Override {text!r}: its value is not valid YAML ({_first_line(error)}); quote strings, close brackets."
+        ) from None
 
 
 def _first_line(error: Exception) -> str:
@@ -298,10 +307,14 @@ def _resolve_by_loss(config: RecipeConfig, overrides: list) -> None:
     """
     for name, entry in config.by_loss.items():
         if not isinstance(entry, dict):
-            raise ConfigError(f"by_loss.{name} holds config keys for {name}'s runs, e.g. {{optim.head_warmup_epochs: 0}}; got {entry!r}.")
+            raise ConfigError(
+                f"by_loss.{name} holds config keys for {name}'s runs, e.g. {{optim.head_warmup_epochs: 0}}; got {entry!r}."
+            )
         circular = [key for key in _dotted_keys(entry) if key == "loss.name" or key.startswith("by_loss")]
         if circular:
-            raise ConfigError(f"by_loss.{name} sets {', '.join(circular)}: an entry says how {name}'s runs train; it cannot choose the loss or other entries.")
+            raise ConfigError(
+                f"by_loss.{name} sets {', '.join(circular)}: an entry says how {name}'s runs train; it cannot choose the loss or other entries."
+            )
         try:
             _apply(RecipeConfig(), entry)
         except ConfigError as error:
@@ -314,20 +327,58 @@ def _resolve_by_loss(config: RecipeConfig, overrides: list) -> None:
                 _set(config, key, value)
 
 
+def _merged(base: dict, child: dict) -> dict:
+    """``child`` over ``base``, section by section: a key the child sets replaces the base's, one it leaves out keeps it
+    (``loss.params.vmf: {kappa: 16}`` keeps the base's margin)."""
+    merged = dict(base)
+    for key, value in child.items():
+        inherited = merged.get(key)
+        merged[key] = _merged(inherited, value) if isinstance(value, dict) and isinstance(inherited, dict) else value
+    return merged
+
+
+def _read_config_tree(path: Path, inheriting: tuple = ()) -> dict:
+    """The mapping of a config file, merged over the config its ``base`` key names (a path relative to its folder)."""
+    if path.resolve() in inheriting:
+        chain = " -> ".join(str(p) for p in (*inheriting, path.resolve()))
+        raise ConfigError(f"{path} inherits from itself ({chain}): remove one of the base keys.")
+    try:
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader) or {}
+    except yaml.YAMLError as error:  # its message names the line and column
+        raise ConfigError(f"{path} is not valid YAML: {_first_line(error)}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}): save the config as UTF-8.") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base names one config file, a path relative to {path.parent}; got {base!r}.")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(
+            f"{path}: its base {base!r} does not exist ({base_path}); base paths are relative to the file."
+        )
+    return _merged(_read_config_tree(base_path, (*inheriting, path.resolve())), tree)
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Reads a recipe config: the defaults, then the YAML file, then the file's ``by_loss`` entry for the run's loss,
-    then ``key=value`` overrides, in that order.
+    """Reads a recipe config: the defaults, then the YAML file (over the config its ``base`` key names, if any), then
+    the file's ``by_loss`` entry for the run's loss, then ``key=value`` overrides, in that order.
 
     Args:
-        path: a YAML file whose sections and keys are those of :class:`RecipeConfig`; None for the defaults.
+        path: a YAML file whose sections and keys are those of :class:`RecipeConfig`, and optionally ``base``: another
+            config file (relative to this one's folder) whose values this one starts from and overrides key by key;
+            None for the defaults.
         overrides: ``section.key=value`` strings; values are parsed as YAML.
 
     Returns:
         The resolved config.
 
     Raises:
-        ConfigError: for a key that does not exist (the message lists the valid ones, also inside ``by_loss``) or a
-            malformed override.
+        ConfigError: for a key that does not exist (the message lists the valid ones, also inside ``by_loss``), a
+            malformed override, or a ``base`` that is missing or inherits from itself.
         FileNotFoundError: when ``path`` does not exist.
     """
     config = RecipeConfig()
@@ -335,15 +386,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist; the shipped ones are in recipes/configs/.")
-        try:
-            tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader) or {}
-        except yaml.YAMLError as error:  # its message names the line and column
-            raise ConfigError(f"{path} is not valid YAML: {_first_line(error)}") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}): save the config as UTF-8.") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
-        _apply(config, tree)
+        _apply(config, _read_config_tree(path))
     parsed = [parse_override(text) for text in overrides]
     for key, value in parsed:
         _set(config, key, value)
