@@ -86,9 +86,10 @@ def test_no_typeface_is_an_error_that_says_how_to_get_one(tmp_path):
         build_glyphs_dataset(tmp_path, [], list("AB"))
 
 
-def test_the_readme_lists_the_glyphs_config_and_its_licences():
-    readme = (REPO / "README.md").read_text()
-    assert "| `glyphs_pretrained.yaml` |" in readme and "make glyphs" in readme
+def test_the_docs_list_the_glyphs_config_and_its_licences():
+    assert "| `glyphs_pretrained.yaml` |" in (REPO / "docs" / "recipes.md").read_text()
+    readme = (REPO / "docs" / "benchmarks.md").read_text()
+    assert "make glyphs" in readme
     assert (REPO / "recipes" / "configs" / "glyphs_pretrained.yaml").is_file()
     for package in ("fonts-noto-cjk", "fonts-arphic-ukai", "fonts-wqy-zenhei", "fonts-hanazono", "fonts-lxgw-wenkai"):
         assert package in readme
