@@ -16,10 +16,10 @@ python3 -c "import torch, pytorch_metric_learning as p; print('torch', torch.__v
 PML_VMF_TEST_DEVICE=cuda python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$out/pytest_cuda.log"
 python3 benchmarks/bench_loss.py --device cuda --rounds 50 --inner 20 2>&1 | tee "$out/bench_loss_cuda.md"
 python3 benchmarks/bench_loss.py --device cuda --rounds 3 --inner 5 --num-classes 11318 --profile > "$out/profile_cuda.txt" 2>&1
-# Recipes (issue 3): the recipe against a bare loop on CUDA in bf16, at a realistic size.
+# Recipes: the recipe against a bare loop on CUDA in bf16, at a realistic size.
 python3 benchmarks/recipe_throughput.py --device cuda --mixed-precision bf16 --steps 30 --rounds 5 \
   model.backbone=resnet50 data.image_size=224 data.num_workers=8 2>&1 | grep -v "it/s\]" | tee "$out/throughput_cuda_bf16.md"
-# Benchmark (issue 4): two losses on the emoji set at 224 px in bf16, where the image folder was carried to data/emoji.
+# Benchmark: two losses on the emoji set at 224 px in bf16, where the image folder was carried to data/emoji.
 if [ -d data/emoji/train ]; then
   python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no \
     recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji --out "$out/emoji_cuda_bf16" \

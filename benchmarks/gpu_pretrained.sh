@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pretrained emoji benchmark (issue 9) on a lent CUDA machine, as parallel lanes of recipes/benchmark.py.
+# The pretrained emoji benchmark on a lent CUDA machine, as parallel lanes of recipes/benchmark.py.
 #
 #   bash benchmarks/gpu_pretrained.sh LANE_SECONDS 'NAME|ARGS' ['NAME|ARGS' ...]
 #

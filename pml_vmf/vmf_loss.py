@@ -48,7 +48,7 @@ class VMFLoss(BaseMetricLossFunction):
             ``temperature = 1 / kappa``). ``"auto"`` (the default) sets it from the class count, AdaCos's fixed
             scale ``sqrt(2) * ln(num_classes - 1)``, at least 2 (:func:`~pml_vmf.kappa.class_count_kappa`: 3.1 for
             10 classes, 8.8 for 500); on validation it was level with the best tuned kappa on every set measured
-            (BENCHMARKS.md, "What do the defaults give?"). A number fixes it.
+            (BENCHMARKS.md, "At the defaults"). A number fixes it.
         learn_kappa: make kappa a trainable scalar (stored as ``log_kappa``, so it stays positive), learned with the
             embedding by backprop, the learned temperature of Scott, Gallagher & Mozer (ICCV 2021); ``kappa`` is its
             starting value (a number or ``"auto"``). Give it its own learning rate and no weight decay (the recipe's

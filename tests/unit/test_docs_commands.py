@@ -91,8 +91,19 @@ def test_a_documented_command_names_a_script_options_config_and_keys_that_exist(
         load_config(REPO / config, overrides)  # a key that does not exist is a ConfigError naming it
 
 
+def _anchors(page: Path) -> set:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("page", [*PAGES, REPO / "BENCHMARKS.md", REPO / "CHANGELOG.md"], ids=lambda p: p.name)
-def test_every_relative_link_of_a_page_points_at_a_file_that_exists(page):
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
-    missing = [t for t in targets if not t.startswith(("http://", "https://")) and not (page.parent / t).exists()]
-    assert not missing, f"{page.name} links to {missing}"
+def test_every_relative_link_of_a_page_points_at_a_file_and_heading_that_exist(page):
+    broken = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+        if target.startswith(("http://", "https://")):
+            continue
+        linked = page.parent / target if target else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+            broken.append(f"{target}#{anchor}" if anchor else target)
+    assert not broken, f"{page.name} links to {broken}"
