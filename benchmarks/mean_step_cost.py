@@ -14,7 +14,7 @@ whole number of passes.
 
 Variants (``--variants``): ``multi_similarity``; ``vmf_full_pass`` (a pass after every epoch, the paper's
 schedule); ``vmf_miner`` (the miner's sums of each epoch's own training embeddings, no pass); ``vmf_every_N``
-(the miner, and a pass after every N-th epoch: ``loss.full_pass_every=N``); ``--set`` applies to every variant.
+(the miner, and a pass after every N-th epoch: ``loss.means.full_pass_every=N``); ``--set`` applies to every variant.
 """
 
 from __future__ import annotations
@@ -36,17 +36,12 @@ from pml_vmf.training import RecipeRun, load_config
 # Each variant sets every mean-step key, so that it measures what its name says whatever the config's own schedule.
 VARIANTS = {
     "multi_similarity": ["loss.name=multi_similarity"],
-    "vmf_full_pass": [
-        "loss.name=vmf",
-        "loss.mean_update=full_pass",
-        "loss.full_pass_every=null",
-        "loss.miner_params.vmf=null",
-    ],
+    "vmf_full_pass": ["loss.name=vmf", "loss.means.source=full_pass", "loss.means.full_pass_every=null"],
     "vmf_miner": [
         "loss.name=vmf",
-        "loss.mean_update=miner",
-        "loss.miner_params.vmf.update_every=null",
-        "loss.full_pass_every=null",
+        "loss.means.source=miner",
+        "loss.means.publish_every=null",
+        "loss.means.full_pass_every=null",
     ],
 }
 
@@ -54,7 +49,7 @@ VARIANTS = {
 def variant_overrides(name: str) -> list:
     if name.startswith("vmf_every_"):
         every = int(name.removeprefix("vmf_every_"))
-        return [*VARIANTS["vmf_miner"], f"loss.full_pass_every={every}"]  # the last value wins
+        return [*VARIANTS["vmf_miner"], f"loss.means.full_pass_every={every}"]  # the last value wins
     if name not in VARIANTS:
         raise SystemExit(f"--variants: unknown {name!r}; choose from {', '.join(VARIANTS)} or vmf_every_N.")
     return VARIANTS[name]

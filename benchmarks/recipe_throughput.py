@@ -23,6 +23,7 @@ import torch
 from pml_vmf import GlobalMeanMiner, VMFLoss
 from pml_vmf.models import create_embedding_model
 from pml_vmf.training import RecipeRun, load_config
+from pml_vmf.training.mean_schedule import miner_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "fashion_mnist.yaml"
 
@@ -33,7 +34,7 @@ def bare_loop_seconds(run: RecipeRun, model: torch.nn.Module, steps: int, dtype:
     c = run.config
     loss_func = VMFLoss(run.evaluator.num_classes, c.model.embedding_size, **c.loss.params.get("vmf", {})).to(device)
     loss_func.means.copy_(run.loss.loss.means)
-    miner = GlobalMeanMiner(loss_func, **c.loss.miner_params.get("vmf", {}))
+    miner = GlobalMeanMiner(loss_func, **miner_settings(c))
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.optim.lr, weight_decay=c.optim.weight_decay)
     model.train()
     started = time.perf_counter()

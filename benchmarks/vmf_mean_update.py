@@ -22,20 +22,16 @@ from loss_benchmark import PlannedRun, mean_and_spread, run_one  # noqa: E402
 
 from pml_vmf.files import atomic_write_text, read_rows, write_rows  # noqa: E402
 
-STEP = "loss.miner_params.vmf.update_every"
-NO_PASSES = "loss.full_pass_every=null"  # every variant sets the whole schedule, whatever the config's own passes
-MINER = "loss.mean_update=miner"
+STEP = "loss.means.publish_every"
+NO_PASSES = "loss.means.full_pass_every=null"  # every variant sets the whole schedule, whatever the config's own passes
+MINER = "loss.means.source=miner"
 VARIANTS = {
     "every_3_steps": [MINER, NO_PASSES, f"{STEP}=3"],
     "every_10_steps": [MINER, NO_PASSES, f"{STEP}=10"],
     "every_50_steps": [MINER, NO_PASSES, f"{STEP}=50"],
     "per_epoch": [MINER, NO_PASSES, f"{STEP}=null"],  # accumulate over the epoch, publish at its end
-    "every_10_steps_momentum_0.5": [MINER, NO_PASSES, f"{STEP}=10", "loss.miner_params.vmf.momentum=0.5"],
-    "full_pass": [
-        "loss.mean_update=full_pass",
-        NO_PASSES,
-        "loss.miner_params.vmf=null",
-    ],  # exact means after each epoch, no miner
+    "every_10_steps_momentum_0.5": [MINER, NO_PASSES, f"{STEP}=10", "loss.means.momentum=0.5"],
+    "full_pass": ["loss.means.source=full_pass", NO_PASSES],  # exact means after each epoch, no miner
 }
 COLUMNS = ("mean_average_precision_at_r", "recall_at_1", "best_val_map_at_r", "seconds_per_epoch", "peak_memory_mb")
 

@@ -66,11 +66,7 @@ class GlobalMeanMiner(BaseMiner):
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}.")
         # Bypass nn.Module registration (see Args): moving or saving the miner must not move or save the loss.
         object.__setattr__(self, "loss", loss)
-        if loss.stale_means_warning_steps is not None:
-            # Means that change only once per epoch (update_every=None) are not stale; others every update_every calls.
-            loss.stale_means_warning_steps = (
-                None if update_every is None else max(loss.stale_means_warning_steps, 20 * update_every)
-            )
+        loss.expect_mean_updates_every(update_every)
         self.update_every = update_every
         self.momentum = float(momentum)
         self.seed_missing_means = seed_missing_means

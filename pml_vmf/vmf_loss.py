@@ -126,6 +126,15 @@ class VMFLoss(BaseMetricLossFunction):
             list_of_names=["num_classes", "embedding_size", "kappa", "margin", "sample_rate"], is_stat=False
         )
 
+    def expect_mean_updates_every(self, steps: Optional[int]) -> None:
+        """Says how often the means will change, so that the stale-means warning fires only when they do not: every
+        ``steps`` calls at most (it then waits 20 times that, at least ``stale_means_warning_steps``), or None for
+        an interval the loss cannot know (once per epoch, a full pass), which turns it off. A warning already turned
+        off stays off. :class:`GlobalMeanMiner` and the recipes' mean schedule call it; so can a loop of your own.
+        """
+        if self.stale_means_warning_steps is not None:
+            self.stale_means_warning_steps = None if steps is None else max(self.stale_means_warning_steps, 20 * steps)
+
     @property
     def learn_kappa(self) -> bool:
         return self.log_kappa is not None

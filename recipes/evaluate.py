@@ -67,7 +67,7 @@ def main(argv: list) -> int:
     from pml_vmf.training import RecipeRun, load_config
 
     try:
-        run = RecipeRun(load_config(run_dir / "config.yaml", overrides), resume=True, evaluation_only=True)
+        run = RecipeRun(load_config(run_dir / "config.yaml", overrides, saved=True), resume=True, evaluation_only=True)
         metrics = run.evaluate_best(out)
     except (ValueError, FileNotFoundError) as error:  # config, dataset, checkpoint: one line that says what to fix
         return fail(str(error))

@@ -66,7 +66,7 @@ def _test_images_of(run: Path) -> Path:
     from pml_vmf.training import load_config
 
     config_file = run / "config.yaml" if (run / "config.yaml").is_file() else run.parent / "config.yaml"
-    root = load_config(config_file).data.root if config_file.is_file() else None
+    root = load_config(config_file, saved=True).data.root if config_file.is_file() else None
     for candidate in (Path(root) / "test", Path(root)) if root else ():
         if candidate.is_dir():
             return candidate

@@ -75,7 +75,7 @@ def main(argv: list, hooks: Sequence[RunHook] = ()) -> int:
     else:
         config_path = Path(args.config)
     try:  # mistakes in the config, the dataset or the run folder: one line that says what to fix
-        config = load_config(config_path, overrides)
+        config = load_config(config_path, overrides, saved=args.resume is not None)
         run = RecipeRun(config, resume=args.resume is not None, hooks=hooks)
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # ConfigError, DamagedFileError are ValueErrors
         return fail(str(error))

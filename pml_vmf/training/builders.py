@@ -20,12 +20,11 @@ from ..data import (
 )
 from ..input_checks import is_finite_number, is_int_at_least
 from ..models import EmbeddingModel, create_embedding_model
-from ..sharding import ClassShard
 from .config import ConfigError, RecipeConfig
 from .evaluator import CLASSIFIER_ACCURACY
 from .interruptions import ignore_stop_signals_in_worker
 from .losses import LOSSES, TrainingLoss, build_training_loss
-from .mean_schedule import check_mean_settings, uses_miner_for_means
+from .mean_schedule import check_mean_settings, class_shard, miner_settings
 
 
 def multiprocess_without_cuda() -> bool:
@@ -259,17 +258,20 @@ def build_loader(
 
 def build_loss(c: RecipeConfig, num_classes: int, accelerator: Accelerator) -> TrainingLoss:
     params = dict(c.loss.params.get(c.loss.name) or {})
-    if c.loss.shard_means and accelerator.num_processes > 1:
-        params["shard"] = ClassShard.contiguous(
-            num_classes, rank=accelerator.process_index, world_size=accelerator.num_processes
-        )
+    miner_params = c.loss.miner_params.get(c.loss.name) or {}
+    use_miner = True
+    if c.loss.name == "vmf":  # its miner and shard come from loss.means
+        shard = class_shard(c, num_classes, accelerator.process_index, accelerator.num_processes)
+        params.update({"shard": shard} if shard is not None else {})
+        miner_params = miner_settings(c)
+        use_miner = miner_params is not None
     loss = build_training_loss(
         c.loss.name,
         num_classes,
         c.model.embedding_size,
         params=params,
-        miner_params=c.loss.miner_params.get(c.loss.name) or {},
-        use_miner=uses_miner_for_means(c),
+        miner_params=miner_params,
+        use_miner=use_miner,
         distributed=accelerator.num_processes > 1,
     )
     loss.loss.to(accelerator.device)

@@ -260,7 +260,7 @@ class CheckpointKeeper:
     def _check_process_layout(self, path: Path) -> None:
         """Refuses a checkpoint whose per-process states cannot be spread over this run's processes: sharded class
         means (one loss state per process, no way to combine them yet) resumed on another number of processes, or
-        with ``loss.shard_means`` changed."""
+        with ``loss.means.shard`` changed."""
         world_size = self.accelerator.num_processes
         for key, obj in {**self.shared, **self.per_process}.items():
             written_by = len(list(path.glob(f"{key}_process*.pt")))
@@ -272,8 +272,8 @@ class CheckpointKeeper:
                 and not hasattr(obj, "combine_process_states")
             ):
                 raise ValueError(
-                    f"{path} holds the class means whole (a run without loss.shard_means) and this run shards them: "
-                    "resume it with loss.shard_means=false, or start a new run to shard them."
+                    f"{path} holds the class means whole (a run without loss.means.shard) and this run shards them: "
+                    "resume it with loss.means.shard=false, or start a new run to shard them."
                 )
             if shared_but_split or (
                 key in self.per_process and written_by != world_size and not hasattr(obj, "combine_process_states")
@@ -281,7 +281,7 @@ class CheckpointKeeper:
                 raise ValueError(
                     f"{path} was written by {written_by} processes with sharded class means and this run has {world_size} "
                     f"process(es): sharded means cannot be redistributed yet. Resume it "
-                    f"on {written_by} processes (accelerate launch --num_processes {written_by}) with loss.shard_means=true."
+                    f"on {written_by} processes (accelerate launch --num_processes {written_by}) with loss.means.shard=true."
                 )
 
     def _load_folder(self, path: Path) -> None:

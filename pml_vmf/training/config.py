@@ -67,21 +67,32 @@ class LossConfig:
     # Per loss name, keyword arguments over the registry's defaults, e.g. {vmf: {kappa: 16}, triplet: {margin: 0.1}}:
     # switching loss.name keeps every loss's own settings.
     params: dict = field(default_factory=dict)
-    miner_params: dict = field(default_factory=dict)  # per loss name, keyword arguments of its miner
-    # vmf: miner (GlobalMeanMiner: every miner_params.vmf.update_every steps, or once per epoch with update_every
-    # null) | full_pass (exact means from a pass over the training set after each epoch; no miner)
-    mean_update: str = "miner"
-    # vmf with mean_update=miner: a full pass after every this many epochs replaces the miner's means (the miner's
-    # epoch sums in between cost nothing; a pass embeds the training set once more); null: no pass after epochs.
-    # Other losses ignore it, as they ignore mean_update.
+    # per loss name, keyword arguments of its miner (vMF's GlobalMeanMiner is set by loss.means)
+    miner_params: dict = field(default_factory=dict)
+    means: MeansConfig = field(default_factory=lambda: MeansConfig())
+
+
+@dataclass
+class MeansConfig:
+    """When and how vMF's class means change. Other losses have no means: they ignore the section, and ``ema`` or
+    ``shard`` set for them is refused."""
+
+    # miner: GlobalMeanMiner's sums of the training batches' own embeddings (no extra pass) | full_pass: exact means
+    # from a pass over the training set after every epoch, without the miner
+    source: str = "miner"
+    # source=miner: publish the miner's means every this many steps; null: once, at the end of each epoch (the
+    # paper's schedule; a class seen once an epoch then waits an epoch for its mean to move)
+    publish_every: Optional[int] = 50
+    momentum: float = 0.0  # source=miner: the share of the old mean kept at each publication
+    # source=miner: also a full pass after every this many epochs, replacing the miner's means; null: none
     full_pass_every: Optional[int] = None
-    init_full_pass: bool = True  # vmf: set the means with a full pass before the first step
-    # vmf: after every step, move the means of the batch's classes towards its embeddings with this momentum
-    # (CIDER's prototype EMA, on top of the mean_update schedule); null: means change only by mean_update
-    mean_ema: Optional[float] = None
-    # vmf on several processes: each process holds the means and miner sums of a contiguous range of the classes
+    init_full_pass: bool = True  # a full pass sets the means before the first step
+    # after every step, move the batch's classes' means towards its embeddings with this momentum (CIDER's
+    # prototype EMA), on top of the source; null: the means change only by the source
+    ema: Optional[float] = None
+    # several processes: each holds the means and miner sums of a contiguous range of the classes
     # (pml_vmf.sharding.ClassShard), for heads too large for one process; on one process it changes nothing
-    shard_means: bool = False
+    shard: bool = False
 
 
 @dataclass
@@ -213,7 +224,54 @@ def _check_type(section: type, key: str, value: Any, dotted_key: str) -> Any:
     raise ConfigError(f"Config key {dotted_key!r} takes a {names}, got {value!r}.")
 
 
+# Keys of earlier versions and their replacements (CHANGELOG.md): a config that uses one is refused with its new
+# name; a run folder's own config.yaml, written by an earlier version, is read with them renamed.
+RENAMED_KEYS = {
+    "loss.mean_update": "loss.means.source",
+    "loss.full_pass_every": "loss.means.full_pass_every",
+    "loss.init_full_pass": "loss.means.init_full_pass",
+    "loss.mean_ema": "loss.means.ema",
+    "loss.shard_means": "loss.means.shard",
+    "loss.miner_params.vmf.update_every": "loss.means.publish_every",
+    "loss.miner_params.vmf.momentum": "loss.means.momentum",
+}
+
+
+def _renamed(dotted_key: str, value: Any) -> Optional[str]:
+    """The replacement of a key of an earlier version (or of the keys ``value`` sets under it), if it is one."""
+    keys = [dotted_key]
+    if isinstance(value, dict) and dotted_key in ("loss", "loss.miner_params", "loss.miner_params.vmf"):
+        keys = [f"{dotted_key}.{key}" for key in _dotted_keys(value)]
+    for key in keys:
+        if key in RENAMED_KEYS:
+            return f"{key} is now {RENAMED_KEYS[key]}"
+        if key.startswith("loss.miner_params.vmf"):
+            return f"{key}: vMF's miner is set by loss.means (publish_every, momentum)"
+    return None
+
+
+def _upgrade_saved(tree: dict) -> dict:
+    """A run's saved config with the keys of :data:`RENAMED_KEYS` moved to their replacements."""
+    loss = tree.get("loss")
+    if not isinstance(loss, dict):
+        return tree
+    means = loss.setdefault("means", {})
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")[1:]
+        node = loss
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            means[new.rsplit(".", 1)[1]] = node.pop(leaf)
+    if isinstance(loss.get("miner_params"), dict):
+        loss["miner_params"].pop("vmf", None)
+    return tree
+
+
 def _set(config: RecipeConfig, dotted_key: str, value: Any) -> None:
+    renamed = _renamed(dotted_key, value)
+    if renamed:
+        raise ConfigError(f"{renamed}; the renamed keys are listed in CHANGELOG.md.")
     parts = dotted_key.split(".")
     node: Any = config
     for depth, part in enumerate(parts):
@@ -337,7 +395,7 @@ def _merged(base: dict, child: dict) -> dict:
     return merged
 
 
-def _read_config_tree(path: Path, inheriting: tuple = ()) -> dict:
+def _read_config_tree(path: Path, inheriting: tuple = (), saved: bool = False) -> dict:
     """The mapping of a config file, merged over the config its ``base`` key names (a path relative to its folder)."""
     if path.resolve() in inheriting:
         chain = " -> ".join(str(p) for p in (*inheriting, path.resolve()))
@@ -350,6 +408,8 @@ def _read_config_tree(path: Path, inheriting: tuple = ()) -> dict:
         raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}): save the config as UTF-8.") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (run, data, model, ...), got {type(tree).__name__}.")
+    if saved:
+        return _upgrade_saved(tree)
     base = tree.pop("base", None)
     if base is None:
         return tree
@@ -363,7 +423,7 @@ def _read_config_tree(path: Path, inheriting: tuple = ()) -> dict:
     return _merged(_read_config_tree(base_path, (*inheriting, path.resolve())), tree)
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> RecipeConfig:
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = (), saved: bool = False) -> RecipeConfig:
     """Reads a recipe config: the defaults, then the YAML file (over the config its ``base`` key names, if any), then
     the file's ``by_loss`` entry for the run's loss, then ``key=value`` overrides, in that order.
 
@@ -372,6 +432,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
             config file (relative to this one's folder) whose values this one starts from and overrides key by key;
             None for the defaults.
         overrides: ``section.key=value`` strings; values are parsed as YAML.
+        saved: ``path`` is a run folder's ``config.yaml``, written by this package: keys of earlier versions are
+            read under their new names (:data:`RENAMED_KEYS`) instead of refused.
 
     Returns:
         The resolved config.
@@ -386,7 +448,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist; the shipped ones are in recipes/configs/.")
-        _apply(config, _read_config_tree(path))
+        _apply(config, _read_config_tree(path, saved=saved))
     parsed = [parse_override(text) for text in overrides]
     for key, value in parsed:
         _set(config, key, value)

@@ -129,7 +129,7 @@ class RecipeRun:
             self.log = None
             return
         if self.checkpoints.exists():  # only when resuming
-            saved = load_config(self.run.config) if self.run.config.is_file() else c
+            saved = load_config(self.run.config, saved=True) if self.run.config.is_file() else c
             if saved.optim.optimizer != c.optim.optimizer:
                 raise ConfigError(
                     f"optim.optimizer cannot change on --resume ({saved.optim.optimizer} -> {c.optim.optimizer}): the "
@@ -337,6 +337,26 @@ class RecipeRun:
         """The name of the best epoch's checkpoint, as the run's progress records it (None before any)."""
         return f"epoch_{self.progress.best_epoch:04d}" if self.progress.best_epoch >= 0 else None
 
+    def _test_metrics(self) -> dict:
+        """Retrieval on the test split and, where the test classes are the training classes, closed-set accuracy.
+
+        A loss that classifies by means its schedule sets first takes the means of a full pass with the tested
+        checkpoint, since the paper's alternating algorithm ends with a mean step; the accuracy with the means the
+        checkpoint held (up to a publication interval stale) stays as ``classifier_accuracy_stale_means``, a
+        diagnostic. The loss keeps the full-pass means, so the saved model carries them.
+        """
+        metrics = self.evaluator.test()
+        if not self.splits.test_classes_are_train_classes:
+            return metrics
+        means = self.evaluator.training_set_means().means
+        stale = {}
+        if self.means.holds_means:
+            stale["classifier_accuracy_stale_means"] = self.evaluator.classifier_accuracy(self.loss.loss)
+            self.means.set_means(means)  # the final mean step
+        closed_set = self.evaluator.classification_metrics(self.loss.loss, means)
+        nearest = {"nearest_mean_accuracy": closed_set.pop("nearest_mean_accuracy")}
+        return {**metrics, **nearest, **stale, **closed_set}
+
     def evaluate_best(self, out: Path) -> dict:
         """Scores the best checkpoint on this config's data, as :meth:`test` does, writing ``out/metrics.json`` and
         ``out/plots/retrieval_grid.png`` (on the main process) and nothing in the run folder.
@@ -345,7 +365,7 @@ class RecipeRun:
             FileNotFoundError: when the run has no checkpoint.
         """
         path = self.checkpoints.load("best")
-        metrics = self.evaluator.test(self.loss.loss, self.means)
+        metrics = self._test_metrics()
         if self.accelerator.is_main_process:
             metrics = {"checkpoint": path.name, "data_root": self.config.data.root, **metrics}
             target = RunFolder(out)
@@ -357,7 +377,7 @@ class RecipeRun:
         """Evaluates the best checkpoint (by validation ``eval.select_by``) on the test split; writes metrics, plots and
         the model."""
         best = self.checkpoints.load("best") if self.checkpoints.exists() else None
-        metrics = self.evaluator.test(self.loss.loss, self.means)
+        metrics = self._test_metrics()
         means, kappa = self.loss.saved_means_and_kappa()
         if self.accelerator.is_main_process:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}

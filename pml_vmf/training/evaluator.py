@@ -22,7 +22,6 @@ from ..evaluation import (
 )
 from ..sharding import ClassShard
 from .config import RecipeConfig
-from .mean_schedule import MeanSchedule
 from .run_folder import RunFolder
 
 # The validation metric of the loss's own classifier (eval.select_by's choice for classification).
@@ -136,34 +135,25 @@ class RunEvaluator:
                 f"arcface, ...); {self.config.loss.name} has no class weights. Select by mean_average_precision_at_r instead."
             )
 
-    def test(self, loss: torch.nn.Module, schedule: MeanSchedule) -> dict:
-        """The test metrics: retrieval, and closed-set accuracy where the test classes are the training classes."""
-        metrics = self.evaluate("query", "reference" if self.splits.reference is not None else None)
-        if self.splits.test_classes_are_train_classes:
-            metrics.update(self.classification_metrics(loss, schedule))
-        return metrics
+    def test(self) -> dict:
+        """The test split's retrieval metrics; the query embeddings stay for :meth:`classification_metrics`."""
+        return self.evaluate("query", "reference" if self.splits.reference is not None else None)
 
-    def classification_metrics(self, loss: torch.nn.Module, schedule: MeanSchedule) -> dict:
-        """Closed-set accuracy on the query embeddings of the last :meth:`evaluate`.
-
-        ``nearest_mean_accuracy`` classifies by the class means of one full pass over the training set with the
-        tested checkpoint, for every loss. ``classifier_accuracy`` uses the loss's own classifier (softmax layer,
-        proxies). A loss that classifies by means its schedule sets (vMF) gets those full-pass means first, since
-        the paper's alternating algorithm ends with a mean step; the means the checkpoint held (up to
-        ``update_every - 1`` steps stale) are kept as ``classifier_accuracy_stale_means``, a diagnostic. The loss
-        keeps the full-pass means, so the saved model carries them.
-        """
+    def classifier_accuracy(self, loss: torch.nn.Module) -> Optional[float]:
+        """Closed-set accuracy of the loss's own classifier (vMF means, softmax layer, proxies) on the query
+        embeddings of the last :meth:`evaluate`, or None for a loss without one."""
         query, labels = self.embeddings["query"]
-        means = self.training_set_means().means
-        metrics = {"nearest_mean_accuracy": nearest_mean_accuracy(query, labels, means.cpu())}
-        if schedule.holds_means:
-            stale = predict_with_loss(loss, query.to(self.device))
-            metrics["classifier_accuracy_stale_means"] = (stale == labels).float().mean().item()
-            schedule.set_means(means)
         predictions = predict_with_loss(loss, query.to(self.device))
-        if predictions is not None:  # the loss's own classifier: vMF means, softmax layer, proxies
-            metrics["classifier_accuracy"] = (predictions == labels).float().mean().item()
-        return metrics
+        return None if predictions is None else (predictions == labels).float().mean().item()
+
+    def classification_metrics(self, loss: torch.nn.Module, training_means: torch.Tensor) -> dict:
+        """Closed-set accuracy on the query embeddings of the last :meth:`evaluate`: ``nearest_mean_accuracy`` by
+        ``training_means`` (one full pass over the training set with the tested checkpoint, for every loss) and
+        ``classifier_accuracy`` by the loss's own classifier as it stands."""
+        query, labels = self.embeddings["query"]
+        metrics = {"nearest_mean_accuracy": nearest_mean_accuracy(query, labels, training_means.cpu())}
+        accuracy = self.classifier_accuracy(loss)
+        return metrics if accuracy is None else {**metrics, "classifier_accuracy": accuracy}
 
     def write_plots(self, run: RunFolder) -> list:
         """``plots/training_curves.png`` from the run's logs and ``plots/retrieval_grid.png`` from the last test."""

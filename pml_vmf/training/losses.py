@@ -134,7 +134,7 @@ class TrainingLoss:
 
     @property
     def is_sharded(self) -> bool:
-        """Whether each process holds only its range of the class means (``loss.shard_means``)."""
+        """Whether each process holds only its range of the class means (``loss.means.shard``)."""
         return getattr(self.loss, "shard", None) is not None
 
     def checkpoint_objects(self) -> tuple[dict, dict]:

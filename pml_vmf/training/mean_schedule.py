@@ -14,57 +14,59 @@ import torch
 from ..class_means import ClassMeanEstimate, ema_update_means
 from ..errors import ConfigError
 from ..global_mean_miner import GlobalMeanMiner
+from ..sharding import ClassShard
 from .config import RecipeConfig
 from .losses import TrainingLoss
 
-MEAN_UPDATES = ("miner", "full_pass")
+SOURCES = ("miner", "full_pass")
 
 
 def check_mean_settings(c: RecipeConfig) -> None:
-    """Rejects mean-step settings that are unknown or contradict each other, before anything is loaded."""
-    if c.loss.mean_update not in MEAN_UPDATES:
-        raise ConfigError(f"loss.mean_update must be miner or full_pass, got {c.loss.mean_update!r}.")
-    if c.loss.name == "vmf" and c.loss.mean_update == "full_pass" and not c.loss.init_full_pass:
+    """Rejects ``loss.means`` settings that are unknown or contradict each other, before anything is loaded."""
+    m, vmf = c.loss.means, c.loss.name == "vmf"
+    if m.source not in SOURCES:
+        raise ConfigError(f"loss.means.source must be miner or full_pass, got {m.source!r}.")
+    if vmf and m.source == "full_pass" and not m.init_full_pass:
         raise ConfigError(
-            "loss.mean_update=full_pass trains without the miner, so with loss.init_full_pass=false the vMF means "
-            "would be zero for the whole first epoch. Set loss.init_full_pass=true, or use loss.mean_update=miner."
+            "loss.means.source=full_pass trains without the miner, so with loss.means.init_full_pass=false the vMF "
+            "means would be zero for the whole first epoch. Set loss.means.init_full_pass=true, or use source=miner."
         )
-    every = c.loss.full_pass_every
-    if every is not None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigError(f"loss.full_pass_every is a number of epochs, at least 1 (or null), got {every!r}.")
-        # Like loss.mean_update and loss.params.vmf, it is vMF's part of a config that trains several losses
-        # (emoji_pretrained.yaml): another loss ignores it.
-        if c.loss.name == "vmf" and c.loss.mean_update != "miner":
+    for key in ("publish_every", "full_pass_every"):
+        every = getattr(m, key)
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ConfigError(
-                "loss.full_pass_every adds full passes to the miner's per-epoch means; loss.mean_update=full_pass "
-                "already passes after every epoch. Set loss.mean_update=miner, or remove loss.full_pass_every."
+                f"loss.means.{key} is a number of {'steps' if key == 'publish_every' else 'epochs'}, at least 1 (or null), got {every!r}."
             )
-    if c.loss.name == "vmf" and not uses_miner_for_means(c) and c.loss.miner_params.get("vmf"):
+    if vmf and m.full_pass_every is not None and m.source != "miner":
         raise ConfigError(
-            f"loss.miner_params.vmf ({c.loss.miner_params['vmf']}) sets GlobalMeanMiner's schedule, but "
-            "loss.mean_update=full_pass sets vMF's means by full passes, without the miner. Remove it "
-            "(loss.miner_params.vmf=null), or set loss.mean_update=miner."
+            "loss.means.full_pass_every adds full passes to the miner's means; loss.means.source=full_pass already "
+            "passes after every epoch. Set loss.means.source=miner, or remove loss.means.full_pass_every."
         )
-    if c.loss.mean_ema is not None and not 0.0 <= c.loss.mean_ema < 1.0:
-        raise ConfigError(
-            f"loss.mean_ema is the momentum kept on the old mean, in [0, 1) (e.g. 0.9), got {c.loss.mean_ema}."
-        )
-    if c.loss.mean_ema is not None and c.loss.name != "vmf":
-        raise ConfigError(
-            f"loss.mean_ema moves vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf."
-        )
-    if c.loss.shard_means and c.loss.name != "vmf":
-        raise ConfigError(
-            f"loss.shard_means shards vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf."
-        )
-    if c.loss.shard_means and c.loss.mean_ema is not None:
-        raise ConfigError("loss.mean_ema does not work with loss.shard_means yet: remove one of them.")
+    for key in ("momentum", "ema"):
+        value = getattr(m, key)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ConfigError(f"loss.means.{key} is the share of the old mean kept, in [0, 1) (e.g. 0.9), got {value}.")
+    for key, on in (("ema", m.ema is not None), ("shard", m.shard)):
+        if on and not vmf:
+            raise ConfigError(
+                f"loss.means.{key} acts on vMF's class means; {c.loss.name} has none. Remove it or set loss.name=vmf."
+            )
+    if m.shard and m.ema is not None:
+        raise ConfigError("loss.means.ema does not work with loss.means.shard yet: remove one of them.")
 
 
-def uses_miner_for_means(c: RecipeConfig) -> bool:
-    """Whether the loss is built with its miner: vMF's full-pass schedule replaces the miner by the engine's pass."""
-    return not (c.loss.name == "vmf" and c.loss.mean_update == "full_pass")
+def miner_settings(c: RecipeConfig) -> Optional[dict]:
+    """``GlobalMeanMiner``'s keyword arguments for a vMF run, or None where the means come from full passes alone
+    (the loss is then built without its miner)."""
+    m = c.loss.means
+    return None if m.source == "full_pass" else {"update_every": m.publish_every, "momentum": m.momentum}
+
+
+def class_shard(c: RecipeConfig, num_classes: int, rank: int, world_size: int) -> Optional[ClassShard]:
+    """The range of the classes whose means this process holds (``loss.means.shard`` on several processes)."""
+    if not (c.loss.means.shard and world_size > 1):
+        return None
+    return ClassShard.contiguous(num_classes, rank=rank, world_size=world_size)
 
 
 class MeanSchedule:
@@ -91,21 +93,21 @@ class MeanSchedule:
 
 
 class VMFMeanSchedule(MeanSchedule):
-    """The vMF mean step: the paper's alternating algorithm, network step and mean step.
+    """The vMF mean step: the paper's alternating algorithm, network step and mean step, as ``loss.means`` sets it.
 
-    * ``loss.init_full_pass``: the means of one full pass over the training set before the first step.
-    * ``loss.mean_update=miner``: :class:`GlobalMeanMiner` publishes the means every ``update_every`` steps, or at
-      the end of each epoch when ``update_every`` is None (the paper's once-per-epoch step, at no extra cost).
-    * ``loss.mean_update=full_pass``: a full pass after every epoch instead (exact; costs a pass).
-    * ``loss.full_pass_every=N`` with the miner: a full pass after every N-th epoch replaces the miner's means (the
+    * ``init_full_pass``: the means of one full pass over the training set before the first step.
+    * ``source=miner``: :class:`GlobalMeanMiner` publishes the means every ``publish_every`` steps, or at the end
+      of each epoch when it is None (the paper's once-per-epoch step, at no extra cost).
+    * ``source=full_pass``: a full pass after every epoch instead (exact; costs a pass).
+    * ``full_pass_every=N`` with the miner: a full pass after every N-th epoch replaces the miner's means (the
       miner's sums of the epoch's own training embeddings in between, at no cost).
-    * ``loss.mean_ema``: after every step, the batch's classes move towards its embeddings (CIDER's prototype EMA).
+    * ``ema``: after every step, the batch's classes move towards its embeddings (CIDER's prototype EMA).
 
     Args:
-        loss: the training loss (``VMFLoss`` and its miner, or no miner for ``full_pass``).
+        loss: the training loss (``VMFLoss`` and its miner, or no miner for ``source=full_pass``).
         full_pass: computes the class means of one pass over the training set (eval transforms), on every process.
         gather: gathers a tensor from every process (identity on one), so that every process moves its means alike.
-        mean_update, init_full_pass, mean_ema, full_pass_every: the ``loss.*`` settings of the same names.
+        source, init_full_pass, ema, full_pass_every: the ``loss.means`` settings of the same names.
     """
 
     holds_means = True
@@ -116,19 +118,19 @@ class VMFMeanSchedule(MeanSchedule):
         full_pass: Callable[[], ClassMeanEstimate],
         gather: Callable[[torch.Tensor], torch.Tensor],
         *,
-        mean_update: str = "miner",
+        source: str = "miner",
         init_full_pass: bool = True,
-        mean_ema: Optional[float] = None,
+        ema: Optional[float] = None,
         full_pass_every: Optional[int] = None,
     ) -> None:
         self.vmf = loss.loss
         self.miner: Optional[GlobalMeanMiner] = loss.miner
         self.full_pass, self.gather = full_pass, gather
-        self.mean_update, self.init_full_pass, self.mean_ema = mean_update, init_full_pass, mean_ema
-        self.full_pass_every = 1 if mean_update == "full_pass" else full_pass_every
+        self.source, self.init_full_pass, self.ema = source, init_full_pass, ema
+        self.full_pass_every = 1 if source == "full_pass" else full_pass_every
         self.last_full_pass: Optional[ClassMeanEstimate] = None
-        if mean_update == "full_pass":
-            self.vmf.stale_means_warning_steps = None  # refreshed after every epoch, however long an epoch is
+        if source == "full_pass":
+            self.vmf.expect_mean_updates_every(None)  # refreshed after every epoch, however long an epoch is
 
     def refresh_with_full_pass(self) -> None:
         """Sets the means from one pass over the training set (the paper's mean step)."""
@@ -140,10 +142,8 @@ class VMFMeanSchedule(MeanSchedule):
             self.refresh_with_full_pass()
 
     def after_step(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-        if self.mean_ema is not None:  # on the global batch, so that every process moves its means identically
-            ema_update_means(
-                self.vmf.means, self.gather(embeddings.detach().float()), self.gather(labels), self.mean_ema
-            )
+        if self.ema is not None:  # on the global batch, so that every process moves its means identically
+            ema_update_means(self.vmf.means, self.gather(embeddings.detach().float()), self.gather(labels), self.ema)
 
     def end_epoch(self, epoch: int) -> dict:
         if self.miner is not None and self.miner.update_every is None:
@@ -171,7 +171,8 @@ def build_mean_schedule(
     ``full_pass(shard)`` computes the training set's means (of the shard's classes when the means are sharded)."""
     if not loss.is_vmf:
         return MeanSchedule()
+    m = c.loss.means
     return VMFMeanSchedule(
-        loss, lambda: full_pass(loss.loss.shard), gather, mean_update=c.loss.mean_update, init_full_pass=c.loss.init_full_pass,
-        mean_ema=c.loss.mean_ema, full_pass_every=c.loss.full_pass_every,
+        loss, lambda: full_pass(loss.loss.shard), gather,
+        source=m.source, init_full_pass=m.init_full_pass, ema=m.ema, full_pass_every=m.full_pass_every,
     )  # fmt: skip

@@ -17,9 +17,9 @@ WORKER = REPO / "tests" / "workers" / "recipe_run.py"
 # of the means (over the global batch), ProxyNCA++'s head, and the cheap mean step (the miner's epoch sums with a
 # full pass after the epoch, read from decoded-image caches, with channels-last weights).
 VMF_OPTIONS = (
-    "loss.params.vmf.learn_kappa=true", "loss.params.vmf.margin=0.1", "loss.mean_ema=0.9",
+    "loss.params.vmf.learn_kappa=true", "loss.params.vmf.margin=0.1", "loss.means.ema=0.9",
     "model.global_pool=avgmax", "model.feature_layernorm=true",
-    "loss.mean_update=miner", "loss.full_pass_every=1", "data.cache_eval_images=true", "run.channels_last=true",
+    "loss.means.source=miner", "loss.means.full_pass_every=1", "data.cache_eval_images=true", "run.channels_last=true",
 )  # fmt: skip
 
 

@@ -140,7 +140,7 @@ def test_a_recipe_run_with_sharded_means_ends_where_the_unsharded_run_ends_and_r
         str(sharded),
         *overrides,
         "train.epochs=1",
-        "loss.shard_means=true",
+        "loss.means.shard=true",
         num_processes=2,
     )
     plain_ranks, sharded_ranks = (
@@ -159,7 +159,7 @@ def test_a_recipe_run_with_sharded_means_ends_where_the_unsharded_run_ends_and_r
 
     # Two epochs, stopped after the first and resumed, end where the sharded run that never stopped ends.
     def train(folder, *extra):
-        accelerate_launch(TRAIN_SCRIPT, f"--config={DIGITS_CONFIG}", *overrides, "train.epochs=2", "loss.shard_means=true",
+        accelerate_launch(TRAIN_SCRIPT, f"--config={DIGITS_CONFIG}", *overrides, "train.epochs=2", "loss.means.shard=true",
                           f"run.output_dir={folder}", *extra, num_processes=2)  # fmt: skip
 
     train(tmp_path / "through")
@@ -182,9 +182,9 @@ def test_a_recipe_run_with_sharded_means_ends_where_the_unsharded_run_ends_and_r
     from tests.multiprocess import accelerate_launch_command
 
     resharded = subprocess.run(
-        accelerate_launch_command(TRAIN_SCRIPT, "--resume", str(plain / "run"), "loss.shard_means=true", "train.epochs=2", num_processes=2),
+        accelerate_launch_command(TRAIN_SCRIPT, "--resume", str(plain / "run"), "loss.means.shard=true", "train.epochs=2", num_processes=2),
         capture_output=True, text=True, env=child_environment(), cwd=REPO, timeout=300,
     )  # fmt: skip
-    assert resharded.returncode != 0 and "resume it with loss.shard_means=false" in resharded.stderr, resharded.stderr[
+    assert resharded.returncode != 0 and "resume it with loss.means.shard=false" in resharded.stderr, resharded.stderr[
         -2000:
     ]

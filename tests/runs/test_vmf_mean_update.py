@@ -25,7 +25,7 @@ def test_mean_update_variants_train_through_the_recipe_and_a_rerun_skips_them(di
     for row in rows:
         assert 0 <= float(row["mean_average_precision_at_r"]) <= 1 and float(row["seconds_per_epoch"]) > 0
     configs = {r["variant"]: (tmp_path / "ablation" / "runs" / r["folder"] / "config.yaml").read_text() for r in rows}
-    assert "update_every: null" in configs["per_epoch"] and "mean_update: full_pass" in configs["full_pass"]
+    assert "publish_every: null" in configs["per_epoch"] and "source: full_pass" in configs["full_pass"]
     summary = (tmp_path / "ablation" / "summary.md").read_text()
     assert "| per_epoch | 1 |" in summary and "| full_pass | 1 |" in summary
     before = (tmp_path / "ablation" / "runs.csv").read_text()

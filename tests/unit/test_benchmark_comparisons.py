@@ -23,7 +23,7 @@ def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs
     for variant in ("multi_similarity", "vmf_full_pass", "vmf_miner", "vmf_every_8"):
         loaded = load_config(REPO / "recipes" / "configs" / f"{config}.yaml", mean_step_cost.variant_overrides(variant))
         check_config(loaded)  # a shipped config's own full_pass_every once made vmf_full_pass an error
-        schedules[variant] = (loaded.loss.name, loaded.loss.mean_update, loaded.loss.full_pass_every)
+        schedules[variant] = (loaded.loss.name, loaded.loss.means.source, loaded.loss.means.full_pass_every)
     assert schedules["vmf_full_pass"] == ("vmf", "full_pass", None)
     assert schedules["vmf_miner"] == ("vmf", "miner", None) and schedules["vmf_every_8"] == ("vmf", "miner", 8)
     assert schedules["multi_similarity"][0] == "multi_similarity"
@@ -31,7 +31,7 @@ def test_each_mean_step_variant_measures_what_its_name_says_whatever_the_configs
     for variant, overrides in vmf_mean_update.VARIANTS.items():
         loaded = load_config(REPO / "recipes" / "configs" / f"{config}.yaml", ["loss.name=vmf", *overrides])
         check_config(loaded)
-        assert loaded.loss.full_pass_every is None, variant  # the config's own passes would blur the comparison
+        assert loaded.loss.means.full_pass_every is None, variant  # the config's own passes would blur the comparison
 
 
 def test_the_interval_is_students_t_on_the_per_seed_differences():

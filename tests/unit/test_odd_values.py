@@ -52,10 +52,13 @@ def _json_safe(value):
     "key", [k for k in _valid_keys(RecipeConfig()) if k not in ("by_loss", "loss.params", "loss.miner_params")]
 )
 def test_config_keys(tmp_path, key):
-    section, name = key.split(".")
+    *sections, name = key.split(".")
     for value in ODD_VALUES:
+        tree = {name: _json_safe(value)}
+        for section in reversed(sections):
+            tree = {section: tree}
         path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump({section: {name: _json_safe(value)}}))
+        path.write_text(yaml.safe_dump(tree))
         try:
             check_config(load_config(path, []))
         except Exception as error:  # noqa: BLE001 - the assertion is on its type

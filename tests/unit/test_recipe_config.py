@@ -38,9 +38,9 @@ def test_the_convergence_recipe_is_the_8_epoch_protocol_plus_what_was_benchmarke
         "train.epochs=30",
         f"train.early_stopping_patience={patience}",
         "run.channels_last=true",
-        "loss.mean_update=miner",
-        "loss.full_pass_every=8",
-        "loss.miner_params.vmf.update_every=null",
+        "loss.means.source=miner",
+        "loss.means.full_pass_every=8",
+        "loss.means.publish_every=null",
     ]
     if loss == "vmf":
         benchmarked += ["optim.head_warmup_epochs=0", "model.global_pool=avgmax", "model.feature_layernorm=true"]
@@ -343,7 +343,7 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
     from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
 
     # vMF's settings in a config that trains several losses (emoji_pretrained.yaml) leave another loss alone
-    config = load_config(None, ["loss.name=triplet", "loss.full_pass_every=8"])
+    config = load_config(None, ["loss.name=triplet", "loss.means.full_pass_every=8"])
     check_config(config)
     triplet = build_mean_schedule(config, build_training_loss("triplet", 2, 4), None, None)
     assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch(0) == {}
@@ -356,7 +356,7 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
         return ClassMeanEstimate(means, ones.long(), ones, ones)
 
     training_loss = build_training_loss("vmf", 2, 4, use_miner=False)
-    schedule = _schedule(training_loss, full_pass=full_pass, mean_update="full_pass", init_full_pass=True)
+    schedule = _schedule(training_loss, full_pass=full_pass, source="full_pass", init_full_pass=True)
     assert training_loss.loss.stale_means_warning_steps is None  # refreshed every epoch, however long
     schedule.before_training(global_step=5)  # a resumed run: its means come from the checkpoint
     assert passes == []
@@ -366,7 +366,7 @@ def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
     assert passes == [0, 1] and set(record) >= {"vmf/resultant_length_mean", "vmf/concentration_mean"}
     torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 3)
     assert record["vmf/full_pass"] == 1.0
-    ema = _schedule(training_loss, init_full_pass=False, mean_ema=0.5)
+    ema = _schedule(training_loss, init_full_pass=False, ema=0.5)
     ema.after_step(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]]), torch.tensor([0, 1]))
     expected = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]]), dim=1)
     torch.testing.assert_close(training_loss.loss.means, expected)
@@ -399,14 +399,17 @@ def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["loss.full_pass_every=0"], "loss.full_pass_every is a number of epochs, at least 1"),
-        (["loss.full_pass_every=2", "loss.mean_update=full_pass"], "already passes after every epoch"),
-        (["loss.mean_update=full_pass", "loss.init_full_pass=false"], "would be zero for the whole first epoch"),
+        (["loss.means.full_pass_every=0"], "loss.means.full_pass_every is a number of epochs, at least 1"),
+        (["loss.means.publish_every=0"], "loss.means.publish_every is a number of steps, at least 1"),
+        (["loss.means.full_pass_every=2", "loss.means.source=full_pass"], "already passes after every epoch"),
+        (["loss.means.source=full_pass", "loss.means.init_full_pass=false"], "would be zero for the whole first epoch"),
+        (["loss.means.source=sometimes"], "loss.means.source must be miner or full_pass"),
+        (["loss.means.momentum=1"], r"loss.means.momentum is the share of the old mean kept, in \[0, 1\)"),
+        (["loss.means.ema=1.5"], r"loss.means.ema is the share of the old mean kept"),
         (
-            ["loss.mean_update=full_pass", "loss.miner_params.vmf.update_every=null"],
-            r"Remove it \(loss.miner_params.vmf=null\)",
+            ["loss.name=triplet", "loss.means.shard=true"],
+            "loss.means.shard acts on vMF's class means; triplet has none",
         ),
-        (["loss.mean_update=sometimes"], "loss.mean_update must be miner or full_pass"),
         (["optim.optimizer=adam"], "optim.optimizer must be adamw or sgd"),
         (["loss.params={vfm: {kappa: 8}}"], "vfm is not one"),
         (["by_loss.vfm.optim.head_warmup_epochs=0"], "by_loss is keyed by loss name"),
