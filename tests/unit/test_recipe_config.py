@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from pml_vmf import VMFLoss
 from pml_vmf.models import create_embedding_model
 from pml_vmf.training import LOSSES, ConfigError, RecipeConfig, build_training_loss, load_config, save_config
 
@@ -97,80 +96,6 @@ def test_an_unknown_key_in_a_yaml_file_is_an_error(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_every_registered_loss_builds_and_gives_a_finite_loss(name):
-    training_loss = build_training_loss(name, num_classes=4, embedding_size=8)
-    embeddings, labels = torch.randn(16, 8, requires_grad=True), torch.arange(4).repeat(4)
-    if training_loss.is_vmf:
-        training_loss.loss.means.copy_(torch.randn(4, 8))
-    value = training_loss(embeddings, labels)
-    value.backward()
-    assert torch.isfinite(value) and embeddings.grad.abs().sum() > 0
-
-
-def test_the_vmf_entry_is_vmf_loss_with_its_global_mean_miner():
-    training_loss = build_training_loss("vmf", 5, 8, params={"kappa": 8.0}, miner_params={"update_every": 3})
-    assert isinstance(training_loss.loss, VMFLoss) and training_loss.loss.kappa == 8.0
-    assert training_loss.miner.update_every == 3 and training_loss.parameters() == []
-
-
-def test_a_tuned_margin_moves_the_miners_margin_with_it():
-    """Contrastive's grid 0.6/0.8/1.0 on the loss alone trained 0.8 and 1.0 identically (the miner decided)."""
-    miners_by_value = {
-        v: build_training_loss("contrastive", 5, 8, params={"neg_margin": v}).miner for v in (0.6, 0.8, 1.0)
-    }
-    assert [miners_by_value[v].neg_margin for v in (0.6, 0.8, 1.0)] == [0.4, 0.6, 0.8]  # the default gap of 0.2 kept
-    assert miners_by_value[1.0].pos_margin == 0.2
-    assert build_training_loss("triplet", 5, 8, params={"margin": 0.2}).miner.margin == 0.2
-    explicit = build_training_loss("contrastive", 5, 8, params={"neg_margin": 0.6}, miner_params={"neg_margin": 0.5})
-    assert explicit.miner.neg_margin == 0.5  # the config's own miner setting wins
-
-
-def test_proxy_losses_expose_their_parameters_for_their_own_learning_rate():
-    assert [p.shape for p in build_training_loss("proxy_anchor", 5, 8).parameters()] == [torch.Size([5, 8])]
-
-
-def test_unknown_loss_and_unknown_loss_parameter_are_errors():
-    with pytest.raises(ConfigError, match="must be one of"):
-        build_training_loss("tripplet", 5, 8)
-    with pytest.raises(ConfigError, match="TripletMarginLoss takes: margin"):
-        build_training_loss("triplet", 5, 8, params={"kappa": 3})
-
-
-def test_timm_backbone_with_embedding_head_and_frozen_batchnorm():
-    model = create_embedding_model("test_resnet", 16, freeze_batchnorm=True)
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 16)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-
-
-def test_backbones_with_a_pre_logits_layer_get_a_head_of_its_width():
-    model = create_embedding_model("mobilenetv3_small_050", 16)  # pooled 288 -> conv_head 1024 with num_classes=0
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 16)
-
-
-def test_hub_weights_asked_for_offline_fail_at_once_and_say_how_to_pass_a_file(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigError, match="model.pretrained_file=PATH"):
-        create_embedding_model("resnet18.a1_in1k", 16, pretrained=True)
-
-
-def test_backbone_weights_load_from_a_local_file(tmp_path):
-    import timm
-
-    source = timm.create_model("test_resnet", num_classes=0)
-    torch.save(source.state_dict(), tmp_path / "weights.pth")
-    model = create_embedding_model("test_resnet", 16, pretrained_file=str(tmp_path / "weights.pth"))
-    for key, value in source.state_dict().items():
-        torch.testing.assert_close(model.backbone.state_dict()[key], value)
-    with pytest.raises(ConfigError, match="does not exist"):
-        create_embedding_model("test_resnet", 16, pretrained_file=str(tmp_path / "absent.pth"))
-
-
-def test_an_unknown_backbone_suggests_close_names():
-    with pytest.raises(ConfigError, match="timm has no model 'resnet_18'"):
-        create_embedding_model("resnet_18", 16)
-
-
 def test_defaults_are_the_documented_dataclass():
     assert RecipeConfig().loss.name == "vmf" and RecipeConfig().train.samples_per_class == 4
 
@@ -216,30 +141,6 @@ def test_each_loss_gets_its_own_settings_from_one_config(tmp_path):
         assert [group["lr"] for group in optimizer.param_groups] == [backbone_lr, 1.0]
 
 
-def test_small_cnn_is_a_timm_model_with_four_convolutions():
-    import timm
-
-    network = timm.create_model("small_cnn", num_classes=0)
-    assert sum(isinstance(m, torch.nn.Conv2d) for m in network.modules()) == 4
-    assert create_embedding_model("small_cnn", 16)(torch.randn(2, 3, 28, 28)).shape == (2, 16)
-
-
-def test_classification_predictions_come_from_each_loss_own_weights():
-    from pml_vmf.evaluation import predict_with_loss
-
-    embeddings = torch.randn(6, 8)
-    for name in ("vmf", "softmax", "normalized_softmax", "arcface"):
-        loss = build_training_loss(name, 4, 8).loss
-        if name == "vmf":
-            loss.means.copy_(torch.randn(4, 8))
-        predictions = predict_with_loss(loss, embeddings)
-        assert predictions.shape == (6,) and predictions.max() < 4, name
-    proxy_loss = build_training_loss("normalized_softmax", 4, 8).loss
-    logits = proxy_loss.get_logits(embeddings)  # PML's own logits: cosine to the normalised columns of W
-    assert torch.equal(predict_with_loss(proxy_loss, embeddings), logits.argmax(dim=1))
-    assert predict_with_loss(build_training_loss("triplet", 4, 8).loss, embeddings) is None
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -276,124 +177,6 @@ def test_selecting_by_classifier_accuracy_where_it_cannot_be_measured_is_refused
                 evaluator.check_select_by(build_loss(config, 3, accelerator).loss)
         else:  # the closed set validated by images, with vMF: measurable
             evaluator.check_select_by(build_loss(config, 3, accelerator).loss)
-
-
-def test_weights_of_another_implementation_are_renamed_by_position():
-    import timm
-
-    from pml_vmf.models.pretrained_files import state_dict_by_position
-
-    source_model = timm.create_model("test_resnet", num_classes=0)
-    foreign = {f"other.{i}": t for i, t in enumerate(source_model.state_dict().values())}
-    target = timm.create_model("test_resnet", num_classes=0)
-    target.load_state_dict(state_dict_by_position(foreign, target))
-    for key, value in source_model.state_dict().items():
-        assert torch.equal(target.state_dict()[key], value)
-    with pytest.raises(ValueError, match="not the same architecture"):
-        state_dict_by_position(dict(list(foreign.items())[:-1]), target)
-
-
-def test_normalisation_can_override_the_backbone_config():
-    from PIL import Image
-
-    from pml_vmf.data import build_transforms
-
-    model = create_embedding_model("test_resnet", 8)
-    _, default = build_transforms(model.backbone, 32)
-    _, custom = build_transforms(model.backbone, 32, mean=[0.25, 0.25, 0.25], std=[0.5, 0.5, 0.5])
-    image = Image.new("RGB", (40, 40), (255, 255, 255))
-    assert torch.allclose(custom(image), torch.full((3, 32, 32), 1.5))  # (1 - 0.25) / 0.5
-    assert not torch.allclose(default(image), torch.full((3, 32, 32), 1.5))
-
-
-def test_vmf_without_a_step_schedule_publishes_its_means_once_per_epoch():
-    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": None})
-    labels = torch.tensor([0, 0, 1, 1])
-    batches = [torch.randn(4, 4) for _ in range(3)]
-    for embeddings in batches:
-        training_loss(embeddings, labels)
-    units = torch.nn.functional.normalize(torch.stack(batches), dim=2).view(3, 2, 2, 4)  # batch, class, sample, dim
-    first_batch_means = torch.nn.functional.normalize(units[0].sum(1))
-    torch.testing.assert_close(training_loss.loss.means, first_batch_means)  # seeded, not yet updated
-    _schedule(training_loss).end_epoch(0)
-    torch.testing.assert_close(training_loss.loss.means, torch.nn.functional.normalize(units.sum((0, 2))))
-
-
-def test_vmf_with_a_step_schedule_leaves_the_means_alone_at_the_end_of_an_epoch():
-    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": 50})
-    training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
-    seeded = training_loss.loss.means.clone()
-    training_loss(torch.randn(4, 4), torch.tensor([0, 0, 1, 1]))
-    _schedule(training_loss).end_epoch(0)
-    torch.testing.assert_close(training_loss.loss.means, seeded)
-
-
-def _schedule(training_loss, **settings):
-    from pml_vmf.training.mean_schedule import VMFMeanSchedule
-
-    def no_full_pass():
-        raise AssertionError("this schedule makes no full pass")
-
-    return VMFMeanSchedule(training_loss, settings.pop("full_pass", no_full_pass), lambda t: t, **settings)
-
-
-def test_the_mean_schedule_is_the_one_place_the_vmf_means_change():
-    from pml_vmf.class_means import ClassMeanEstimate
-    from pml_vmf.training.builders import check_config
-    from pml_vmf.training.mean_schedule import MeanSchedule, build_mean_schedule
-
-    # vMF's settings in a config that trains several losses (emoji_pretrained.yaml) leave another loss alone
-    config = load_config(None, ["loss.name=triplet", "loss.means.full_pass_every=8"])
-    check_config(config)
-    triplet = build_mean_schedule(config, build_training_loss("triplet", 2, 4), None, None)
-    assert type(triplet) is MeanSchedule and not triplet.holds_means and triplet.end_epoch(0) == {}
-    passes = []
-
-    def full_pass():
-        passes.append(len(passes))
-        means = torch.eye(4)[:2] * (len(passes) + 1)  # a different estimate at each pass
-        ones = torch.ones(2)
-        return ClassMeanEstimate(means, ones.long(), ones, ones)
-
-    training_loss = build_training_loss("vmf", 2, 4, use_miner=False)
-    schedule = _schedule(training_loss, full_pass=full_pass, source="full_pass", init_full_pass=True)
-    assert training_loss.loss.stale_means_warning_steps is None  # refreshed every epoch, however long
-    schedule.before_training(global_step=5)  # a resumed run: its means come from the checkpoint
-    assert passes == []
-    schedule.before_training(global_step=0)
-    torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 2)
-    record = schedule.end_epoch(0)
-    assert passes == [0, 1] and set(record) >= {"vmf/resultant_length_mean", "vmf/concentration_mean"}
-    torch.testing.assert_close(training_loss.loss.means, torch.eye(4)[:2] * 3)
-    assert record["vmf/full_pass"] == 1.0
-    ema = _schedule(training_loss, init_full_pass=False, ema=0.5)
-    ema.after_step(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0]]), torch.tensor([0, 1]))
-    expected = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]]), dim=1)
-    torch.testing.assert_close(training_loss.loss.means, expected)
-
-
-def test_full_pass_every_n_epochs_replaces_the_miners_means_on_those_epochs_only():
-    from pml_vmf.class_means import ClassMeanEstimate
-
-    pass_means = torch.eye(4)[:2]
-    passes = []
-
-    def full_pass():
-        passes.append(True)
-        ones = torch.ones(2)
-        return ClassMeanEstimate(pass_means.clone(), ones.long(), ones, ones)
-
-    training_loss = build_training_loss("vmf", 2, 4, miner_params={"update_every": None})
-    schedule = _schedule(training_loss, full_pass=full_pass, init_full_pass=False, full_pass_every=3)
-    labels = torch.tensor([0, 0, 1, 1])
-    for epoch in range(6):
-        embeddings = torch.randn(4, 4)
-        training_loss(embeddings, labels)
-        record = schedule.end_epoch(epoch)
-        epoch_means = torch.nn.functional.normalize(torch.nn.functional.normalize(embeddings).view(2, 2, 4).sum(1))
-        expected = pass_means if epoch in (2, 5) else epoch_means  # the miner's sums hold this epoch's batch only
-        torch.testing.assert_close(training_loss.loss.means, expected)
-        assert record["vmf/full_pass"] == float(epoch in (2, 5)) and len(passes) == (epoch + 1) // 3
 
 
 @pytest.mark.parametrize(
