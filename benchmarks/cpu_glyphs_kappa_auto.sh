@@ -12,7 +12,7 @@ run_stream() {  # name kappa
     [ -f "$out/$1/seed$seed/runs.csv" ] && continue   # a rerun continues where an interrupted one stopped
     rm -rf "$out/$1/seed$seed"
     .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-      recipes/benchmark.py --config recipes/configs/glyphs_pretrained_8ep.yaml --data-root data/glyphs \
+      benchmarks/benchmark.py --config recipes/configs/glyphs_pretrained_8ep.yaml --data-root data/glyphs \
       --out "$out/$1/seed$seed" --losses vmf --seeds "$seed" --no-baseline \
       --set loss.params.vmf.kappa=$2 loss.params.vmf.margin=0.1 > "$out/$1-seed$seed.log" 2>&1
   done

@@ -22,6 +22,6 @@ python3 benchmarks/recipe_throughput.py --device cuda --mixed-precision bf16 --s
 # Benchmark: two losses on the emoji set at 224 px in bf16, where the image folder was carried to data/emoji.
 if [ -d data/emoji/train ]; then
   python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no \
-    recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji --out "$out/emoji_cuda_bf16" \
+    benchmarks/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji --out "$out/emoji_cuda_bf16" \
     --losses vmf triplet --seeds 0 --set data.image_size=224 data.num_workers=8 2>&1 | grep -v "it/s\]" | tail -20
 fi

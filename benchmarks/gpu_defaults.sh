@@ -25,7 +25,7 @@ mkdir -p "$bench"
 launch() {  # name, then benchmark arguments
   local name=$1; shift
   timeout "$budget" python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no \
-    --dynamo_backend no recipes/benchmark.py --config recipes/configs/fashion_mnist.yaml --data-root data/fashion-mnist \
+    --dynamo_backend no benchmarks/benchmark.py --config recipes/configs/fashion_mnist.yaml --data-root data/fashion-mnist \
     --out "$bench/$name" --seeds $seeds --no-baseline "$@" > "$bench/$name.log" 2>&1 &
 }
 start=$(date +%s)

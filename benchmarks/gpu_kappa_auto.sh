@@ -21,7 +21,7 @@ for setting in "kappa8_margin0.1 8 0.1" "auto_margin0.1 auto 0.1" "auto_margin0 
   set -- $setting
   for seed in 0 1 2; do
     timeout "$budget" python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no \
-      --dynamo_backend no recipes/benchmark.py --config recipes/configs/emoji_pretrained_8ep.yaml --data-root data/emoji \
+      --dynamo_backend no benchmarks/benchmark.py --config recipes/configs/emoji_pretrained_8ep.yaml --data-root data/emoji \
       --out "$bench/$1/seed$seed" --losses vmf --seeds "$seed" --no-baseline \
       --set loss.params.vmf.kappa=$2 loss.params.vmf.margin=$3 data.num_workers=1 > "$bench/$1-seed$seed.log" 2>&1 &
   done

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The pretrained emoji benchmark on a lent CUDA machine, as parallel lanes of recipes/benchmark.py.
+# The pretrained emoji benchmark on a lent CUDA machine, as parallel lanes of benchmarks/benchmark.py.
 #
 #   bash benchmarks/gpu_pretrained.sh LANE_SECONDS 'NAME|ARGS' ['NAME|ARGS' ...]
 #
-# Each 'NAME|ARGS' is one lane: `accelerate launch recipes/benchmark.py --out results/NAME ARGS`, all lanes at once
+# Each 'NAME|ARGS' is one lane: `accelerate launch benchmarks/benchmark.py --out results/NAME ARGS`, all lanes at once
 # (one GPU, 16 cores: each lane gets two loader workers and two threads). A lane that outlives LANE_SECONDS is
 # stopped; its finished runs are kept in its runs.csv, and rerunning the lane with results/NAME carried back resumes.
 # Expects .devbundle/ (git-excluded, carried): emoji.tar.gz (data/emoji), tf_efficientnet_lite0.pth (`make weights`)
@@ -26,7 +26,7 @@ for lane in "$@"; do
   args=${lane#*|}
   # shellcheck disable=SC2086  # ARGS is a word list on purpose
   timeout "$lane_seconds" python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --dynamo_backend no \
-    recipes/benchmark.py --out "results/$name" $args > "results/$name.log" 2>&1 &
+    benchmarks/benchmark.py --out "results/$name" $args > "results/$name.log" 2>&1 &
 done
 wait
 echo "lanes done in $(( $(date +%s) - start )) s"

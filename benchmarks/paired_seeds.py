@@ -2,7 +2,7 @@
 
 Runs of the same seed share their initialisation, data order and validation split, so the per-seed difference
 cancels much of the seed-to-seed spread that two independent means carry. Reads the ``final`` rows of two loss
-benchmark CSVs (recipes/benchmark.py, benchmarks/vmf_mean_update.py), or two losses of one CSV, pairs them by seed and
+benchmark CSVs (benchmarks/benchmark.py, benchmarks/vmf_mean_update.py), or two losses of one CSV, pairs them by seed and
 prints one Markdown table: each seed's values and difference, then the mean difference with its Student-t 95%
 interval and a verdict (A ahead, B ahead, or not resolved by these seeds).
 

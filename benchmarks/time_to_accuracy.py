@@ -2,7 +2,7 @@
 
 Each loss is best run in its own benchmark folder when it needs its own settings (vMF without the head warm-up, the
 proxy losses with it), so the comparison spans folders. This reads the ``final`` runs of every folder given
-(recipes/benchmark.py ``--out``: its ``runs.csv`` and ``validation_curves.csv``), and prints per setting its best
+(benchmarks/benchmark.py ``--out``: its ``runs.csv`` and ``validation_curves.csv``), and prints per setting its best
 epoch, test metric, best validation score and the training seconds to reach it; then, per seed, the training seconds
 and epochs each setting needs to reach the **target** setting's best validation score of the same seed (the target:
 ``--target``, default the setting with the best mean validation score), and writes one figure of validation score
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the loss benchmark lives beside its CLI
-from benchmark_plots import plot_time_to_accuracy  # noqa: E402
-from loss_benchmark import VALIDATION_METRIC, mean_and_spread  # noqa: E402
+from benchmark_plots import plot_time_to_accuracy  # benchmarks/, beside this script
+from loss_benchmark import VALIDATION_METRIC, mean_and_spread
 
-from pml_vmf.files import read_rows  # noqa: E402
+from pml_vmf.files import read_rows
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Setting:
 
 def load_settings(folders: Sequence[Path]) -> tuple:
     """``(settings, metric)``: one :class:`Setting` per loss and folder, from its ``runs.csv`` and
-    ``validation_curves.csv`` (recipes/benchmark.py writes both; rerunning a finished benchmark's command rewrites
+    ``validation_curves.csv`` (benchmarks/benchmark.py writes both; rerunning a finished benchmark's command rewrites
     them), and the validation metric the runs selected by.
 
     Raises:
@@ -64,7 +63,7 @@ def load_settings(folders: Sequence[Path]) -> tuple:
         if not rows or not curve_rows:
             raise ValueError(
                 f"{folder} has no finished final runs with validation curves (runs.csv, validation_curves.csv): pass the "
-                "--out folder of recipes/benchmark.py, or rerun its command to write the curves."
+                "--out folder of benchmarks/benchmark.py, or rerun its command to write the curves."
             )
         metrics |= {r["metric"] for r in curve_rows}
         for loss in dict.fromkeys(r["loss"] for r in rows):
@@ -148,7 +147,7 @@ def summary(
 
 def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="+", type=Path, help="benchmark folders (recipes/benchmark.py --out)")
+    parser.add_argument("folders", nargs="+", type=Path, help="benchmark folders (benchmarks/benchmark.py --out)")
     parser.add_argument("--out", type=Path, required=True, help="the figure to write (PNG)")
     parser.add_argument(
         "--target", help="the setting whose best validation score the others race to (default: the best)"

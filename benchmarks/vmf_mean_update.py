@@ -15,12 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1] / "recipes")
-)  # the loss benchmark's runner lives beside its CLI
-from loss_benchmark import PlannedRun, mean_and_spread, run_one  # noqa: E402
+from loss_benchmark import PlannedRun, mean_and_spread, run_one  # benchmarks/, beside this script
 
-from pml_vmf.files import atomic_write_text, read_rows, write_rows  # noqa: E402
+from pml_vmf.files import atomic_write_text, read_rows, write_rows
 
 STEP = "loss.means.publish_every"
 NO_PASSES = "loss.means.full_pass_every=null"  # every variant sets the whole schedule, whatever the config's own passes

@@ -1,16 +1,11 @@
 """Shared fixtures: the device under test comes from PML_VMF_TEST_DEVICE (default cpu), as timm's tests do."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The loss benchmark's runner lives beside its CLI in recipes/ (not in the installed package), as timm keeps
-# benchmark.py at its root; its unit tests import it from there.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
 TEST_DEVICE = torch.device(os.environ.get("PML_VMF_TEST_DEVICE", "cpu"))
 

@@ -1,15 +1,15 @@
-"""recipes/benchmark.py and the raw-pixel baseline end to end on a tiny config, and the benchmark's resume."""
+"""benchmarks/benchmark.py and the raw-pixel baseline end to end on a tiny config, and the benchmark's resume."""
 
 import csv
 import shutil
 
 import pytest
-from loss_benchmark import parse_grid, winners  # recipes/, on sys.path (conftest)
+from loss_benchmark import parse_grid, winners  # benchmarks/, on pytest's pythonpath
 
 from tests.multiprocess import accelerate_launch
 from tests.recipe_runs import DIGITS_CONFIG, REPO, load_script, run_script
 
-BENCHMARK = REPO / "recipes" / "benchmark.py"
+BENCHMARK = REPO / "benchmarks" / "benchmark.py"
 
 
 @pytest.mark.slow

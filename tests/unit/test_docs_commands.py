@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PYTHON = {"python", "python3", ".venv/bin/python"}
 # Scripts whose free KEY=VALUE arguments (or --set values) are config overrides.
-TAKES_OVERRIDES = {"recipes/train.py", "recipes/evaluate.py", "recipes/benchmark.py"}
+TAKES_OVERRIDES = {"recipes/train.py", "recipes/evaluate.py", "benchmarks/benchmark.py"}
 
 
 def _shell_blocks(page: Path) -> list:

@@ -44,8 +44,15 @@ def test_the_engine_never_asks_which_loss_it_trains():
 
 
 def test_the_installed_package_holds_no_benchmark_orchestration():
-    """The loss benchmark's runner, plan, grids and plots live beside its CLI in recipes/."""
+    """The loss benchmark's runner, plan, grids and plots live beside its CLI in benchmarks/."""
     for path in (REPO / "pml_vmf").rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
         assert not names & {"plot_benchmark", "plot_tuning_curves", "summary_table", "PlannedRun", "parse_grid"}, path
+
+
+def test_recipes_holds_scripts_only_and_no_script_edits_the_import_path():
+    for path in (REPO / "recipes").glob("*.py"):
+        assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} is a module, not a script"
+    for path in [*(REPO / "recipes").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
+        assert "sys.path.insert" not in path.read_text(), path

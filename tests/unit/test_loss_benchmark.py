@@ -1,7 +1,7 @@
-"""How the loss benchmark (recipes/loss_benchmark.py) plans, tunes and summarises runs."""
+"""How the loss benchmark (benchmarks/loss_benchmark.py) plans, tunes and summarises runs."""
 
 import pytest
-from loss_benchmark import (  # recipes/, on sys.path (conftest)
+from loss_benchmark import (  # benchmarks/, on pytest's pythonpath
     TUNING_GRIDS,
     parse_grid,
     plan,
@@ -111,7 +111,7 @@ def test_a_stopped_benchmark_keeps_the_curves_of_the_runs_it_finished(tmp_path, 
     from pml_vmf.training import TrainingInterrupted
     from tests.recipe_runs import DIGITS_CONFIG, REPO, load_script
 
-    benchmark = load_script(REPO / "recipes" / "benchmark.py")
+    benchmark = load_script(REPO / "benchmarks" / "benchmark.py")
 
     def run_one(config_path, overrides, planned, runs_dir):
         if planned.seed == 1:

@@ -1,4 +1,4 @@
-"""Benchmark losses on one recipe config: ``accelerate launch recipes/benchmark.py --config C --out DIR [...]``.
+"""Benchmark losses on one recipe config: ``accelerate launch benchmarks/benchmark.py --config C --out DIR [...]``.
 
 Each loss in --losses is trained with every seed in --seeds, under the same config (backbone, embedding width,
 sampler, batch, optimizer, epochs, data); each with its usual miner and its own parameter learning rate. A loss named
@@ -11,10 +11,10 @@ epoch, with cumulative training seconds) and DIR/plots/ (among them time_to_accu
 cumulative training seconds). A rerun skips finished runs. Config overrides
 for every run go after --set.
 
-    accelerate launch recipes/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
+    accelerate launch benchmarks/benchmark.py --config recipes/configs/emoji.yaml --data-root data/emoji \\
         --losses vmf triplet normalized_softmax --seeds 0 1 2 --tune vmf.kappa=8,16,32 --out benchmarks/results/emoji
 
-    accelerate launch recipes/benchmark.py --config C --out DIR \\
+    accelerate launch benchmarks/benchmark.py --config C --out DIR \\
         --losses vmf triplet contrastive multi_similarity proxy_anchor normalized_softmax arcface --tune default
 """
 
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from accelerate import PartialState
-from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # recipes/, beside this script
+from benchmark_plots import plot_benchmark, plot_time_to_accuracy, plot_tuning_curves  # benchmarks/, beside this script
 from loss_benchmark import (
     final_rows,
     headline_metrics,
