@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from pml_vmf import GlobalMeanMiner, VMFLoss
+from pml_vmf import GlobalMeanMiner, PartialFCVMFLoss, VMFLoss
 from pml_vmf.files import read_rows, write_rows
 from pml_vmf.sharding import ClassShard
 
@@ -49,9 +49,7 @@ def seconds_per_step(loss: VMFLoss, miner: GlobalMeanMiner, batch: int, steps: i
 
 def measure(num_classes: int, sharded: bool, args: argparse.Namespace, accelerator: Accelerator) -> dict:
     shard = ClassShard.contiguous(num_classes) if sharded else None
-    loss = VMFLoss(
-        num_classes, args.width, kappa=16.0, shard=shard, stale_means_warning_steps=None, sample_rate=args.sample_rate
-    )
+    loss = PartialFCVMFLoss(num_classes, args.width, kappa=16.0, shard=shard, sample_rate=args.sample_rate)
     with torch.no_grad():
         loss.means.copy_(F.normalize(torch.randn(loss.means.shape), dim=1))
     miner = GlobalMeanMiner(loss, update_every=None)  # accumulates; the update is once per epoch
@@ -71,7 +69,7 @@ def main() -> None:
         "--sample-rate",
         type=float,
         default=1.0,
-        help="VMFLoss(sample_rate=...): Partial FC's share of classes per softmax",
+        help="PartialFCVMFLoss(sample_rate=...): Partial FC's share of classes per softmax",
     )
     parser.add_argument(
         "--sharded-only", action="store_true", help="skip every-class-on-every-process (when it does not fit)"

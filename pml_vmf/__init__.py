@@ -14,12 +14,14 @@ _EXPORTS = {
     "estimate_class_means": ".class_means",
     "estimate_concentration": ".class_means",
     "GlobalMeanMiner": ".global_mean_miner",
+    "PartialFCVMFLoss": ".partial_fc",
     "VMFLoss": ".vmf_loss",
 }
 
 if TYPE_CHECKING:
     from .class_means import ClassMeanEstimate, compute_class_means, estimate_class_means, estimate_concentration
     from .global_mean_miner import GlobalMeanMiner
+    from .partial_fc import PartialFCVMFLoss
     from .vmf_loss import VMFLoss
 
 
@@ -48,6 +50,7 @@ def load_embedder(path, device="cpu"):
 __all__ = [
     "ClassMeanEstimate",
     "GlobalMeanMiner",
+    "PartialFCVMFLoss",
     "VMFLoss",
     "compute_class_means",
     "estimate_class_means",

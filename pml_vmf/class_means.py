@@ -171,7 +171,7 @@ def compute_class_means(
         num_classes: number of classes.
         device: where to run the model; defaults to the device of its first parameter.
         gather: gathers a per-process tensor into the global one, every sample once.
-        shard: the classes this process owns (``VMFLoss(shard=...)``): it sums only their samples of the gathered
+        shard: the classes this process owns (``PartialFCVMFLoss(shard=...)``): it sums only their samples of the gathered
             batches and returns only their means, ``(shard.size, embedding_size)``. Needs ``gather``.
 
     Returns:

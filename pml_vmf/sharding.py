@@ -7,7 +7,6 @@ all-reduced maxima, sums of exponentials and target logits. Per process, the cla
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -20,7 +19,7 @@ import torch.distributed as dist
 class ClassShard:
     """The classes ``[start, stop)`` of ``num_classes`` that process ``rank`` of ``world_size`` owns.
 
-    Build one with :meth:`contiguous`; pass it as ``VMFLoss(..., shard=...)``.
+    Build one with :meth:`contiguous`; pass it as ``PartialFCVMFLoss(..., shard=...)``.
     """
 
     start: int
@@ -129,24 +128,6 @@ def check_equal_batches(batch_size: int, device: torch.device) -> None:
             f"Sharded means need the same batch size on every process, got {sizes.tolist()}: use a sampler that "
             "deals equal batches (MPerClassBatchSampler, or DistributedSampler with drop_last)."
         )
-
-
-def sample_classes(batch_rows: torch.Tensor, num_rows: int, sample_rate: float) -> torch.Tensor:
-    """Partial FC's class sampling (insightface ``partial_fc_v2.py``): the rows of a process's means to compute
-    logits against, every class of the batch and a uniformly random subset of the others, ``ceil(sample_rate *
-    num_rows)`` in all (more when the batch holds more classes), sorted. Draws from torch's global generator.
-
-    Args:
-        batch_rows: ``(n,)`` rows of the batch's classes among this process's (its own samples, or the owned part
-            of the global batch).
-        num_rows: this process's classes.
-        sample_rate: the share of them to sample, in ``(0, 1]``.
-    """
-    count = min(num_rows, math.ceil(sample_rate * num_rows))
-    scores = torch.rand(num_rows, device=batch_rows.device)
-    scores[batch_rows] = 2.0  # above every random score: the batch's classes are always in
-    count = max(count, int((scores == 2.0).sum()))
-    return scores.topk(count).indices.sort().values
 
 
 def sharded_cross_entropy(

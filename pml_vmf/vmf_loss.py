@@ -2,7 +2,7 @@
 
 import math
 import warnings
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,15 +11,9 @@ from .class_means import predict_nearest_mean
 from .input_checks import check_batch, check_cosine_distance, check_label_range, check_num_classes_and_size
 from .kappa import KappaSetting, class_count_kappa, parse_kappa
 from .pml_api import BaseMetricLossFunction, CosineSimilarity, c_f, lmu
-from .sharding import (
-    ClassShard,
-    check_equal_batches,
-    gather,
-    gather_with_grad,
-    sample_classes,
-    sharded_cross_entropy,
-    sharded_nearest_mean,
-)  # fmt: skip
+
+if TYPE_CHECKING:
+    from .sharding import ClassShard
 
 
 class VMFLoss(BaseMetricLossFunction):
@@ -41,6 +35,13 @@ class VMFLoss(BaseMetricLossFunction):
     The kappa in use is in the ``state_dict`` (``kappa_value``, or ``log_kappa`` when learned), so a checkpoint
     restores the value a run trained with.
 
+    The loss warns once when it has run :attr:`STALE_MEANS_WARNING_STEPS` calls in a row with means that did not
+    change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner).
+    :meth:`expect_mean_updates_every` is the one way to change that (None silences it).
+
+    For heads of millions of classes, :class:`~pml_vmf.partial_fc.PartialFCVMFLoss` shards the means across
+    processes and samples negative classes; it is this loss otherwise.
+
     Args:
         num_classes: number of training classes; labels must lie in ``[0, num_classes)``.
         embedding_size: width of the embeddings.
@@ -57,17 +58,6 @@ class VMFLoss(BaseMetricLossFunction):
             Wang et al. 2018, here with data-estimated means). Predictions and :meth:`get_logits` have no margin.
             The default 0.1 was level with or above 0 (the paper's loss) on every validation set measured at the
             default kappa, and ahead on emoji (BENCHMARKS.md); ``margin=0`` is the paper's loss exactly.
-        stale_means_warning_steps: warn once when the loss has run this many calls in a row with means that did
-            not change: the sign of a training loop that lost its ``GlobalMeanMiner`` (or kept its old miner). None
-            never warns; raise it when you refresh the means less often on purpose.
-        shard: hold only the means of this process's classes (:class:`~pml_vmf.sharding.ClassShard`), for heads too
-            large for one process: ``means`` is then ``(shard.size, embedding_size)``, the loss gathers the global
-            batch's embeddings (every process needs the same batch size) and forms the softmax across processes.
-            The losses and gradients equal the unsharded loss's. None: every process holds every mean.
-        sample_rate: Partial FC's negative-class sampling (An et al., ICCVW 2021), for heads of millions of classes:
-            while the module is in training mode, each call computes logits against every class of the batch and a
-            random subset of the others, ``ceil(sample_rate * classes)`` in all (per process with a shard), and the
-            softmax over those; ``sampled_classes`` holds the last call's. 1.0 (the default): every class.
         **kwargs: PML's ``reducer``, ``distance`` (must be a cosine similarity), ``embedding_regularizer``, ...
 
     Example:
@@ -75,6 +65,14 @@ class VMFLoss(BaseMetricLossFunction):
         >>> miner = GlobalMeanMiner(loss_func)
         >>> loss = loss_func(embeddings, labels, miner(embeddings, labels))
     """
+
+    STALE_MEANS_WARNING_STEPS = 1000
+    """Calls in a row with unchanged means after which the loss warns, until :meth:`expect_mean_updates_every`
+    says otherwise."""
+
+    shard: "Optional[ClassShard]" = None
+    """The classes whose means this process holds, None: every class (only
+    :class:`~pml_vmf.partial_fc.PartialFCVMFLoss` shards them)."""
 
     def __init__(
         self,
@@ -84,24 +82,16 @@ class VMFLoss(BaseMetricLossFunction):
         *,
         learn_kappa: bool = False,
         margin: float = 0.1,
-        stale_means_warning_steps: Optional[int] = 1000,
-        shard: Optional[ClassShard] = None,
-        sample_rate: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         check_num_classes_and_size(num_classes, embedding_size)
-        if shard is not None and shard.num_classes != num_classes:
-            raise ValueError(
-                f"The shard is of {shard.num_classes} classes, the loss of {num_classes}: build both from one count."
-            )
-        self.shard = shard
         check_cosine_distance(self.distance)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
         value = parse_kappa(kappa)
         if value is None:
-            value = class_count_kappa(num_classes)  # a shard's num_classes is the global count
+            value = class_count_kappa(num_classes)  # the global count, also when the means are sharded
         self.log_kappa = torch.nn.Parameter(torch.tensor(0.0)) if learn_kappa else None
         # The kappa in use, saved with the means; a fixed kappa is also kept as a Python float (no device read).
         self.register_buffer("kappa_value", None if learn_kappa else torch.tensor(0.0))
@@ -111,20 +101,16 @@ class VMFLoss(BaseMetricLossFunction):
                 f"VMFLoss margin must be in [0, 1) (a cosine margin, CosFace's 0.35 for scale), got {margin}."
             )
         self.margin = float(margin)
-        if not (isinstance(sample_rate, (int, float)) and 0.0 < sample_rate <= 1.0):
-            raise ValueError(
-                f"VMFLoss sample_rate is the share of classes in each softmax, in (0, 1] (Partial FC uses 0.1-0.3), got {sample_rate}."
-            )
-        self.sample_rate = float(sample_rate)
-        self.sampled_classes: Optional[torch.Tensor] = None  # global class ids of the last sampled softmax
-        rows = num_classes if shard is None else shard.size
-        self.register_buffer("means", torch.zeros(rows, embedding_size, dtype=torch.float32))
-        self.stale_means_warning_steps = stale_means_warning_steps
+        self.register_buffer("means", torch.zeros(self._mean_rows(), embedding_size, dtype=torch.float32))
+        self.stale_means_warning_steps: Optional[int] = self.STALE_MEANS_WARNING_STEPS
         self._means_seen = None  # (tensor id, in-place version) of the means at the last call
         self._calls_with_same_means = 0
         self.add_to_recordable_attributes(
-            list_of_names=["num_classes", "embedding_size", "kappa", "margin", "sample_rate"], is_stat=False
+            list_of_names=["num_classes", "embedding_size", "kappa", "margin"], is_stat=False
         )
+
+    def _mean_rows(self) -> int:
+        return self.num_classes
 
     def expect_mean_updates_every(self, steps: Optional[int]) -> None:
         """Says how often the means will change, so that the stale-means warning fires only when they do not: every
@@ -208,18 +194,17 @@ class VMFLoss(BaseMetricLossFunction):
             weights = lmu.convert_to_weights(indices_tuple, labels, dtype=embeddings.dtype)
             # Samples the miner left out (a NaN row) enter as zeros: neither their loss nor their gradient is NaN.
             embeddings = torch.where(weights[:, None] > 0, embeddings, 0.0)
-        if self.shard is not None:
-            check_label_range(labels, self.num_classes)
-            self._watch_for_stale_means()
-            return self._element_losses(self._sharded_losses(embeddings, labels), weights, embeddings)
-        rows = targets = None
-        if self._samples_classes:
-            check_label_range(labels, self.num_classes)  # before the labels index anything
-            rows = sample_classes(labels.to(self.means.device), self.num_classes, self.sample_rate)
-            self.sampled_classes = rows
+        return self._element_losses(self._per_sample_losses(embeddings, given, labels), weights, embeddings)
+
+    def _per_sample_losses(
+        self, embeddings: torch.Tensor, given: torch.Tensor, labels: torch.Tensor, rows: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``-log softmax(kappa * cos)[y]`` with the margin on the target, against every mean or the means of the
+        sorted class ids ``rows``, which hold every label. ``given``: the embeddings before the miner's masking."""
+        targets = labels.clamp(0, self.num_classes - 1)
+        if rows is not None:
             targets = torch.searchsorted(rows, labels.to(rows.device)).to(labels.device)
         logits, mean_norms = self._logits_and_mean_norms(embeddings, rows)
-        targets = labels.clamp(0, self.num_classes - 1) if targets is None else targets
         target_has_no_mean = mean_norms[targets] == 0
         non_finite = ~torch.isfinite(given).all(dim=1)  # as given: the miner's zeros hide a NaN row
         num_without_mean, num_non_finite_without_mean = check_label_range(
@@ -234,11 +219,7 @@ class VMFLoss(BaseMetricLossFunction):
             # kappa * (cos_y - m) on the target: subtracting kappa * m there is exact (logit = kappa * cos).
             kappa = self._kappa_for(logits.dtype, logits.device)
             logits = logits - F.one_hot(targets, logits.shape[1]).to(logits.dtype) * (kappa * self.margin)
-        return self._element_losses(F.cross_entropy(logits, targets, reduction="none"), weights, embeddings)
-
-    @property
-    def _samples_classes(self) -> bool:
-        return self.sample_rate < 1.0 and self.training
+        return F.cross_entropy(logits, targets, reduction="none")
 
     @staticmethod
     def _element_losses(losses: torch.Tensor, weights: Optional[torch.Tensor], embeddings: torch.Tensor) -> dict:
@@ -249,24 +230,6 @@ class VMFLoss(BaseMetricLossFunction):
             "loss": {"losses": losses, "indices": c_f.torch_arange_from_size(embeddings), "reduction_type": "element"}
         }
 
-    def _sharded_losses(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """This process's per-sample losses: the logits of the gathered global batch against this process's means
-        (their gradients flow back to each sample's process), and the softmax across processes."""
-        batch = embeddings.shape[0]
-        check_equal_batches(batch, embeddings.device)
-        labels = gather(labels)
-        local = labels - self.shard.start
-        owned = (local >= 0) & (local < self.shard.size)
-        rows, columns = None, torch.where(owned, local, -1)
-        if self._samples_classes:
-            rows = sample_classes(local[owned].to(self.means.device), self.shard.size, self.sample_rate)
-            self.sampled_classes = rows + self.shard.start
-            columns = torch.where(owned, torch.searchsorted(rows, local.to(rows.device)).to(local.device), -1)
-        logits, mean_norms = self._logits_and_mean_norms(gather_with_grad(embeddings), rows)
-        kappa = self._kappa_for(logits.dtype, logits.device)
-        losses = sharded_cross_entropy(logits, mean_norms > 0, columns, kappa, self.margin)
-        return losses[self.shard.rank * batch : (self.shard.rank + 1) * batch]
-
     def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Returns ``kappa * cos(embeddings, means)`` of shape ``(N, num_classes)``, ``-inf`` for classes with no mean.
 
@@ -275,10 +238,7 @@ class VMFLoss(BaseMetricLossFunction):
         return self._logits_and_mean_norms(embeddings)[0]
 
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean (with a
-        shard, over every process's classes: every process must call it, with the same number of embeddings)."""
-        if self.shard is not None:
-            return sharded_nearest_mean(embeddings, self._means_on(embeddings.device), self.shard)
+        """Classifies by the nearest mean direction: ``argmax_c mu_c . z`` over the classes that have a mean."""
         return predict_nearest_mean(embeddings, self.means)
 
     def _means_on(self, device: torch.device) -> torch.Tensor:

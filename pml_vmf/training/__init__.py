@@ -11,7 +11,7 @@ from .config import ConfigError, RecipeConfig, load_config, save_config
 # The training stack is imported on first use (PEP 562): the config alone (a script's --help) loads no torch.
 _EXPORTS = {
     "RecipeRun": ".engine",
-    "RunHook": ".hooks",
+    "RunHook": ".engine",
     "NonFiniteLossError": ".interruptions",
     "TrainingInterrupted": ".interruptions",
     "LOSSES": ".losses",
@@ -21,8 +21,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .engine import RecipeRun
-    from .hooks import RunHook
+    from .engine import RecipeRun, RunHook
     from .interruptions import NonFiniteLossError, TrainingInterrupted
     from .losses import LOSSES, TrainingLoss, build_training_loss
     from .softmax_loss import SoftmaxLoss

@@ -3,8 +3,8 @@
 Its pieces are built by the functions of :mod:`~pml_vmf.training.builders`; what happens around the loop has its own
 home: when the class means change (:mod:`~pml_vmf.training.mean_schedule`), what is measured
 (:mod:`~pml_vmf.training.evaluator`), what is logged (:mod:`~pml_vmf.training.run_log`), how processes agree to stop
-(:mod:`~pml_vmf.training.interruptions`), what is saved (:mod:`~pml_vmf.training.checkpoints`), and code of the
-user's at the end of each step or epoch (:mod:`~pml_vmf.training.hooks`).
+(:mod:`~pml_vmf.training.interruptions`), what is saved (:mod:`~pml_vmf.training.checkpoints`); code of the
+user's runs at the end of each step or epoch (:class:`RunHook`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,25 @@ from .config import ConfigError, RecipeConfig, load_config, save_config
 from .data_fingerprint import FINGERPRINT_FILE, data_changes, write_fingerprint
 from .evaluator import RunEvaluator, evaluation_sets
 from .export import save_run_model
-from .hooks import RunHook
 from .interruptions import NonFiniteLossError, StepGuard, StopSignals, TrainingInterrupted
 from .mean_schedule import build_mean_schedule
 from .memory import peak_memory_mb, reset_peak_memory
 from .progress import TrainingProgress
 from .run_folder import RunFolder
 from .run_log import RunLog
+
+
+class RunHook:
+    """Code a user runs inside a training run without editing the engine, as PML trainers' end-of-iteration and
+    end-of-epoch hooks. Subclass and override what you need; pass instances as ``RecipeRun(config, hooks=[...])`` (or
+    ``recipes/train.py``'s ``main(argv, hooks=[...])``). Every process calls them."""
+
+    def on_step_end(self, run: RecipeRun, loss: float) -> None:
+        """After each optimisation step, with the step's loss averaged over processes (``run.progress`` counts it)."""
+
+    def on_epoch_end(self, run: RecipeRun, record: dict) -> None:
+        """After each epoch's training and validation, before its checkpoint, with its ``metrics.jsonl`` record
+        (the training values on every process; the validation metrics on the main process only)."""
 
 
 class RecipeRun:
@@ -56,7 +68,7 @@ class RecipeRun:
     Args:
         config: the resolved config.
         resume: continue the run folder's last checkpoint; its saved config is ``config``.
-        hooks: :class:`~pml_vmf.training.hooks.RunHook` objects called at the end of each step and epoch.
+        hooks: :class:`RunHook` objects called at the end of each step and epoch.
         evaluation_only: open a finished run to evaluate its checkpoints (:meth:`evaluate_best`): nothing of the
             run folder is written.
     """

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 
 from ..global_mean_miner import GlobalMeanMiner
+from ..partial_fc import PartialFCVMFLoss
 from ..pml_api import DistributedLossWrapper, DistributedMinerWrapper, losses, miners
 from ..sharding import gather_shards
 from ..vmf_loss import VMFLoss
@@ -48,8 +49,18 @@ class LossSpec:
         return dict(kwargs, **miner_params)
 
 
+def vmf_loss(num_classes: int, embedding_size: int, **kwargs) -> VMFLoss:
+    """The recipe's vMF loss: :class:`VMFLoss`, or :class:`PartialFCVMFLoss` when the means are sharded
+    (``loss.means.shard``) or negative classes sampled (``loss.params.vmf.sample_rate``)."""
+    partial_fc = kwargs.get("shard") is not None or kwargs.get("sample_rate", 1.0) != 1.0
+    kwargs = {k: v for k, v in kwargs.items() if partial_fc or k not in ("shard", "sample_rate")}
+    return (PartialFCVMFLoss if partial_fc else VMFLoss)(num_classes, embedding_size, **kwargs)
+
+
+vmf_loss.__signature__ = inspect.signature(PartialFCVMFLoss)  # what a config may set, for ConfigError's list
+
 LOSSES: dict = {
-    "vmf": LossSpec(VMFLoss, {"kappa": "auto"}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
+    "vmf": LossSpec(vmf_loss, {"kappa": "auto"}, GlobalMeanMiner, {"update_every": 50}, takes_classes=True),
     "triplet": LossSpec(
         losses.TripletMarginLoss,
         {"margin": 0.1},

@@ -24,10 +24,11 @@ def test_auto_is_floored_for_a_handful_of_classes(num_classes):
 
 
 def test_auto_of_a_shard_uses_every_class():
+    from pml_vmf import PartialFCVMFLoss
     from pml_vmf.sharding import ClassShard
 
     shard = ClassShard.contiguous(500, rank=0, world_size=2)
-    assert VMFLoss(500, 4, shard=shard).kappa == pytest.approx(class_count_kappa(500))
+    assert PartialFCVMFLoss(500, 4, shard=shard).kappa == pytest.approx(class_count_kappa(500))
 
 
 @pytest.mark.parametrize("bad", ["adaptive", -1.0, 0.0, float("nan"), float("inf"), None, True])

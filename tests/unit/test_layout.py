@@ -56,3 +56,49 @@ def test_recipes_holds_scripts_only_and_no_script_edits_the_import_path():
         assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} is a module, not a script"
     for path in [*(REPO / "recipes").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
         assert "sys.path.insert" not in path.read_text(), path
+
+
+def _package_imports() -> dict:
+    """Each module of pml_vmf and the modules of pml_vmf it imports, anywhere in it (TYPE_CHECKING blocks too)."""
+    root = REPO / "pml_vmf"
+
+    def name_of(path):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(path): path for path in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    imported.add(full if full in modules else target)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        graph[name] = {m for m in imported if m in modules and m != name}
+    return graph
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    graph = _package_imports()
+    assert graph["pml_vmf.training.engine"] and "pml_vmf.vmf_loss" in graph["pml_vmf.partial_fc"]  # the graph is read
+    circles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                circles.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []

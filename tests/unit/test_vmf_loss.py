@@ -1,5 +1,7 @@
 """VMFLoss against PML's NormalizedSoftmaxLoss, autograd, reducers, mixed precision and bad input."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -255,24 +257,29 @@ def test_warns_once_when_nothing_updates_the_means():
     """A user who swapped in VMFLoss but kept the old miner trains against means that never move."""
     from pytorch_metric_learning.miners import TripletMarginMiner
 
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, stale_means_warning_steps=5)
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE)
     vmf.means.copy_(F.normalize(torch.randn(NUM_CLASSES, EMBEDDING_SIZE), dim=1))
     old_miner = TripletMarginMiner()
     embeddings, labels = _batch(torch.float32, torch.device("cpu"))
-    with pytest.warns(RuntimeWarning, match="GlobalMeanMiner") as caught:
-        for _ in range(12):
-            vmf(embeddings, labels, old_miner(embeddings, labels))
-    assert len(caught) == 1
+    indices = old_miner(embeddings, labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(VMFLoss.STALE_MEANS_WARNING_STEPS):
+            vmf(embeddings, labels, indices)
+        assert caught == []  # the first call sees the means, 999 more see them unchanged
+        for _ in range(VMFLoss.STALE_MEANS_WARNING_STEPS + 10):
+            vmf(embeddings, labels, indices)
+    assert len(caught) == 1 and "GlobalMeanMiner" in str(caught[0].message)
 
 
 def test_no_stale_means_warning_while_the_miner_updates_them(recwarn):
     from pml_vmf import GlobalMeanMiner
 
-    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, stale_means_warning_steps=5)
-    miner = GlobalMeanMiner(vmf, update_every=3)
-    assert vmf.stale_means_warning_steps == 60  # 20 x update_every: the means change every 3 calls
+    vmf = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE)
+    miner = GlobalMeanMiner(vmf, update_every=60)
+    assert vmf.stale_means_warning_steps == 1200  # 20 x update_every: the means change every 60 calls
     embeddings, labels = _batch(torch.float32, torch.device("cpu"))
-    for _ in range(100):
+    for _ in range(1300):
         vmf(embeddings, labels, miner(embeddings, labels))
     assert not [w for w in recwarn if "never changed" in str(w.message)]
     assert (

@@ -1,5 +1,5 @@
 """Run by tests/runs/test_sharded_means.py under `accelerate launch --multi_gpu`: each process owns a range of the
-classes (sizes given, uneven), feeds its slice of every global batch to a sharded VMFLoss and GlobalMeanMiner, and
+classes (sizes given, uneven), feeds its slice of every global batch to a sharded PartialFCVMFLoss and GlobalMeanMiner, and
 saves its losses, embedding gradients, learned-kappa gradients, sampled classes, mean shard and predictions.
 
 Usage: sharded_means.py DATA OUT SIZE [SIZE ...]
@@ -10,7 +10,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from pml_vmf import GlobalMeanMiner, VMFLoss
+from pml_vmf import GlobalMeanMiner, PartialFCVMFLoss
 from pml_vmf.sharding import ClassShard
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     shard = ClassShard.contiguous(data["num_classes"], [int(s) for s in sizes])
     results = {"shard": (shard.start, shard.stop)}
     for name, options in data["settings"].items():
-        loss_func = VMFLoss(data["num_classes"], data["embedding_size"], shard=shard, **options["loss"])
+        loss_func = PartialFCVMFLoss(data["num_classes"], data["embedding_size"], shard=shard, **options["loss"])
         miner = GlobalMeanMiner(loss_func, **options["miner"])
         steps = []
         for embeddings, labels in zip(data["embeddings"], data["labels"]):
