@@ -1,9 +1,9 @@
 """Search an index with query images: ``python recipes/search.py --index INDEX --query IMAGE_OR_FOLDER -k 10``.
 
 Prints each query's nearest indexed images with their cosine similarity; ``--grid FILE`` also draws them as a picture
-(nothing is written into the index folder, which may be shared and read-only). ``--classify`` also prints the nearest
-training class mean and its probability under the vMF posterior, ``softmax(kappa * cos)``, for a model trained with
-vMF on a closed set. The model is the one the index was built with (``--model`` overrides it); a model whose
+(nothing is written into the index folder, which may be shared and read-only). ``--classify`` also prints the most
+probable training class and its probability under the vMF posterior, for a model trained with vMF; a model calibrated
+with recipes/calibrate.py answers "unknown" for a query whose open-set score falls below its threshold. The model is the one the index was built with (``--model`` overrides it); a model whose
 fingerprint (weights and eval transform) differs from the one recorded in the index is refused.
 """
 
@@ -39,16 +39,14 @@ def main(argv: list) -> int:
         queries = _query_images(args.query)
         embeddings = embedder.embed_images(queries)
         result = index.search(embeddings, args.k)
-        classes = embedder.classify(embeddings) if args.classify else None
+        classes = _classes(embedder, embeddings) if args.classify else None
     except (ModelNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"search.py: {error}", file=sys.stderr)
         return 2
     for q, query in enumerate(queries):
         print(f"{query}")
         if classes is not None:
-            label, probability = int(classes[0][q]), float(classes[1][q])
-            names = embedder.config.class_names
-            print(f"  class: {names[label] if names else label} (vMF posterior {probability:.3f})")
+            print(f"  class: {classes[q]}")
         for score, path in zip(result.scores[q].tolist(), result.paths[q]):
             print(f"  {score:.4f}  {path}")
     if args.grid is not None:
@@ -59,6 +57,25 @@ def main(argv: list) -> int:
             return 2
         print(f"Retrieval grid: {args.grid}")
     return 0
+
+
+def _classes(embedder, embeddings) -> list:
+    """Each query's answer: the class and its posterior probability, or "unknown" with its score and threshold."""
+    from pml_vmf.inference import UNKNOWN
+
+    labels, probabilities = embedder.classify(embeddings)
+    open_set, names = embedder.config.open_set, embedder.config.class_names
+    scores = embedder.open_set_scores(embeddings)[open_set["score"]] if open_set is not None else None
+    answers = []
+    for q, (label, probability) in enumerate(zip(labels.tolist(), probabilities.tolist())):
+        if label == UNKNOWN:
+            answers.append(
+                f"unknown (of no known class: {open_set['score']} {scores[q]:.4g} below the threshold "
+                f"{open_set['threshold']:.4g})"
+            )
+        else:
+            answers.append(f"{names[label] if names else label} (vMF posterior {probability:.3f})")
+    return answers
 
 
 def _check_same_model(index: EmbeddingIndex, embedder, model) -> None:

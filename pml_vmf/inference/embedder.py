@@ -1,8 +1,10 @@
-"""A trained embedding network with everything needed to use it: its eval transform, class names and vMF means."""
+"""A trained embedding network with everything needed to use it: its eval transform, class names, vMF means and
+concentrations, and the calibration that lets it say "of no class I know"."""
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -11,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..class_means import predict_nearest_mean
 from ..data.image_dataset import ImageDataset, load_rgb, rgb_on_white
 from ..data.image_folder import list_images
 from ..data.labelled_images import LabelledImages
@@ -23,15 +24,20 @@ from ..models import (
     EmbeddingModel,
     ModelNotFoundError,
     model_fingerprint,
+    read_class_statistics,
     read_model_folder,
     save_model_folder,
 )
+from ..open_set import KAPPA_SOURCES, SCORES, VMFClassModel, threshold_at_tpr
 
 RUN_MODEL_FOLDER = "model"  # a run writes its trained model to runs/<name>/model/
+UNKNOWN = -1
+"""The label :meth:`Embedder.classify` gives a query of no known class (after :meth:`Embedder.calibrate`)."""
 
 
 class Embedder:
-    """Images in, L2-normalised embeddings out; and, for a model trained with vMF, the class posterior.
+    """Images in, L2-normalised embeddings out; and, for a model trained with vMF, the class posterior and the
+    rejection of queries of no known class.
 
     Build one with :func:`load_embedder`. Embeddings are float32 unit vectors, so an inner product is a cosine.
 
@@ -39,14 +45,22 @@ class Embedder:
         model: the embedding network (put in eval mode).
         config: its :class:`EmbedderConfig`.
         class_means: ``(num_classes, embedding_size)`` vMF mean directions, or None.
+        class_statistics: each class's training image count and mean resultant length (``class_counts``,
+            ``resultant_lengths``, ``(num_classes,)`` each), from which each class's concentration is estimated; or
+            None.
     """
 
     def __init__(
-        self, model: EmbeddingModel, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None
+        self,
+        model: EmbeddingModel,
+        config: EmbedderConfig,
+        class_means: Optional[torch.Tensor] = None,
+        class_statistics: Optional[dict] = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
         self.class_means = F.normalize(class_means.float(), dim=1) if class_means is not None else None
+        self.class_statistics = class_statistics
         self.transform: Callable = eval_transform_from_settings(config.eval_transform)
 
     @property
@@ -115,27 +129,108 @@ class Embedder:
         )  # fmt: skip
         return embeddings, [str(paths[i]) for i in indices.tolist()]
 
-    def classify(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The nearest class mean of each embedding and its probability under the vMF posterior,
-        ``softmax_c(kappa * cos(z, mu_c))``.
+    def class_model(self, kappas: Optional[str] = None) -> VMFClassModel:
+        """The known classes as a vMF mixture (:class:`~pml_vmf.open_set.VMFClassModel`), with the calibrated
+        temperature when :meth:`calibrate` has run.
 
-        Returns:
-            ``(labels, probabilities)``, each ``(N,)``; ``config.class_names[label]`` names a label.
+        Args:
+            kappas: ``"per_class"`` (each class's own concentration, from its spread in the training set) or
+                ``"shared"`` (the loss's kappa); default: the calibration's choice, else ``"shared"``.
 
         Raises:
-            ValueError: when the model was not trained with vMF (no means or kappa were exported).
+            ValueError: when the model has no vMF means and kappa, or per-class kappas are asked of a model saved
+                without class statistics; the message says how to produce them.
         """
         if self.class_means is None or self.config.kappa is None:
             raise ValueError(
                 f"This model was trained with {self.config.loss or 'a loss'} and has no vMF class means and kappa: "
-                "classification by the vMF posterior needs a model trained with loss.name=vmf on a closed set."
+                "class probabilities and unknown-class rejection need a model trained with loss.name=vmf "
+                "(recipes/train.py saves them in the run's model folder)."
             )
-        embeddings = F.normalize(embeddings.float(), dim=1)
-        means = self.class_means.to(embeddings.device)
-        labels = predict_nearest_mean(embeddings, means)
-        has_mean = means.ne(0).any(dim=1)
-        logits = (self.config.kappa * embeddings @ means.T).masked_fill(~has_mean, -torch.inf)
-        return labels, torch.softmax(logits, dim=1).gather(1, labels[:, None])[:, 0]
+        open_set = self.config.open_set or {}
+        kappas = kappas or open_set.get("kappas", "shared")
+        if kappas not in KAPPA_SOURCES:
+            raise ValueError(f"kappas must be one of {', '.join(KAPPA_SOURCES)}, got {kappas!r}.")
+        if kappas == "per_class" and self.class_statistics is None:
+            raise ValueError(
+                "This model folder holds no class statistics (class counts and resultant lengths), so per-class "
+                "concentrations cannot be estimated: train it again with this pml-vmf (the run's model folder then "
+                "has them), or use kappas='shared'."
+            )
+        stats = self.class_statistics or {}
+        return VMFClassModel.from_statistics(
+            self.class_means,
+            stats.get("resultant_lengths", torch.zeros(len(self.class_means))),
+            stats.get("class_counts", torch.zeros(len(self.class_means))),
+            shared_kappa=self.config.kappa if kappas == "shared" else None,
+            temperature=float(open_set.get("temperature", 1.0)),  # JSON may hold it as an int
+        )
+
+    def classify(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The most probable known class of each embedding and its probability under the vMF posterior: with a
+        calibration (:meth:`calibrate`), its concentrations and temperature, and :data:`UNKNOWN` for a query whose
+        open-set score falls below the calibrated threshold; without one, ``softmax_c(kappa * cos(z, mu_c))`` and
+        no rejection.
+
+        Returns:
+            ``(labels, probabilities)``, each ``(N,)``; ``config.class_names[label]`` names a known label.
+
+        Raises:
+            ValueError: when the model was not trained with vMF (no means or kappa were exported).
+        """
+        model = self.class_model()
+        labels, probabilities = model.predict(embeddings)
+        open_set = self.config.open_set
+        if open_set is not None:
+            known = model.scores(embeddings)[open_set["score"]] >= float(open_set["threshold"])
+            labels = torch.where(known.to(labels.device), labels, UNKNOWN)
+        return labels, probabilities.float()
+
+    def open_set_scores(self, embeddings: torch.Tensor, kappas: Optional[str] = None) -> dict:
+        """Every open-set score of :data:`~pml_vmf.open_set.SCORES` per query, higher for a query that looks like a
+        known class (:meth:`~pml_vmf.open_set.VMFClassModel.scores`)."""
+        return self.class_model(kappas).scores(embeddings)
+
+    def calibrate(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        tpr: float = 0.95,
+        score: str = "vmf_log_likelihood",
+        kappas: str = "per_class",
+    ) -> dict:
+        """Calibrates the class posterior and the unknown-class threshold on held-out images of the known classes
+        (never images the model trained on, nor the queries it will judge), and records both in ``config.open_set``
+        (:meth:`save` writes them to ``embedder.json``).
+
+        The temperature minimises the negative log-likelihood of the labels; the threshold is the ``score`` above
+        which a share ``tpr`` of these images lies, so that :meth:`classify` answers :data:`UNKNOWN` for about
+        ``1 - tpr`` of known-class queries and, as far as the score separates them, for most of the others.
+
+        Args:
+            embeddings: ``(N, embedding_size)`` embeddings of held-out images of the known classes.
+            labels: ``(N,)`` their classes.
+            tpr: the share of known-class queries to accept.
+            score: one of :data:`~pml_vmf.open_set.SCORES`.
+            kappas: ``"per_class"`` or ``"shared"``.
+
+        Returns:
+            The ``open_set`` settings.
+        """
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}.")
+        model = self.class_model(kappas)
+        model.temperature = 1.0
+        temperature = model.calibrate(embeddings, labels)
+        threshold = threshold_at_tpr(model.scores(embeddings)[score], tpr)
+        if not (math.isfinite(temperature) and math.isfinite(threshold)):
+            raise ValueError("The calibration gave a non-finite temperature or threshold: are the embeddings finite?")
+        self.config.open_set = {
+            "kappas": kappas, "temperature": temperature, "score": score, "threshold": threshold, "tpr": tpr,
+            "known_images": int(len(labels)),
+        }  # fmt: skip
+        return dict(self.config.open_set)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -146,7 +241,9 @@ class Embedder:
     def save(self, folder: Union[str, Path], *, overwrite: bool = False) -> Path:
         """Writes the model folder (``embedder.json``, ``model.safetensors`` and, with means,
         ``class_means.safetensors``) atomically; an existing folder is replaced only with ``overwrite``."""
-        return save_model_folder(Path(folder), self.model, self.config, self.class_means, overwrite=overwrite)
+        return save_model_folder(
+            Path(folder), self.model, self.config, self.class_means, self.class_statistics, overwrite=overwrite
+        )
 
 
 class UnitEmbeddings(torch.nn.Module):
@@ -189,7 +286,7 @@ def load_embedder(path: Union[str, Path], device: Union[str, torch.device] = "cp
     if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RUN_MODEL_FOLDER / CONFIG_FILE).is_file():
         path = path / RUN_MODEL_FOLDER
     model, config, means = read_model_folder(path)
-    return Embedder(model, config, means).to(device)
+    return Embedder(model, config, means, read_class_statistics(path) if means is not None else None).to(device)
 
 
-__all__ = ["Embedder", "EmbedderConfig", "ModelNotFoundError", "UnitEmbeddings", "load_embedder"]
+__all__ = ["UNKNOWN", "Embedder", "EmbedderConfig", "ModelNotFoundError", "UnitEmbeddings", "load_embedder"]

@@ -73,7 +73,7 @@ def export_embedder(
         staged_folder(Path(folder), overwrite=overwrite, what="export", owned_names=EXPORT_FILES) as staging,
         torch.no_grad(),
     ):
-        write_model_files(staging, embedder.model, embedder.config, embedder.class_means)
+        write_model_files(staging, embedder.model, embedder.config, embedder.class_means, embedder.class_statistics)
         eager = network(check_batch)
         differences = {"safetensors": (load_embedder(staging).embed_tensor(check_batch) - eager).abs().max().item()}
         if "torchscript" in formats:

@@ -1,5 +1,6 @@
 """The one model format, written by training and by exports and read by inference: a folder of ``embedder.json``
-(architecture, eval transform, class names, vMF kappa) and safetensors weights. Reading it unpickles nothing."""
+(architecture, eval transform, class names, vMF kappa, open-set calibration) and safetensors weights. Reading it
+unpickles nothing."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ import torch
 from ..errors import DamagedFileError, UnsafeFileError
 from ..files import make_readable, staged_folder
 from ..input_checks import is_finite_number, is_int_at_least
+from ..open_set import KAPPA_SOURCES, SCORES
 from .embedding_model import EmbeddingModel, create_embedding_model
 
 CONFIG_FILE = "embedder.json"
 WEIGHTS_FILE = "model.safetensors"
 MEANS_FILE = "class_means.safetensors"
 FORMAT_VERSION = 1
+CLASS_STATISTICS = ("class_counts", "resultant_lengths")
+"""What ``class_means.safetensors`` may hold beside the means, one value per class: the training images of each class
+and their mean resultant length, from which inference estimates each class's concentration."""
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
@@ -40,6 +45,11 @@ class EmbedderConfig:
         class_names: the training classes' names by label, or None.
         kappa: the vMF concentration when trained with vMF, else None.
         loss: the loss it was trained with.
+        open_set: the calibration of the vMF posterior and of the unknown-class threshold
+            (:meth:`~pml_vmf.inference.Embedder.calibrate`), or None: ``kappas`` (``per_class`` or ``shared``),
+            ``temperature``, ``score`` (an open-set score's name), ``threshold`` (queries scoring below it are of no
+            known class), ``tpr`` (the share of held-out known-class images it accepts) and ``known_images`` (how many
+            it was chosen on).
         format_version: the version of this format; a reader refuses newer ones.
         extra: free-form notes that travel with the model.
     """
@@ -53,6 +63,7 @@ class EmbedderConfig:
     class_names: Optional[list] = None
     kappa: Optional[float] = None
     loss: Optional[str] = None
+    open_set: Optional[dict] = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -69,17 +80,26 @@ class EmbedderConfig:
 
 
 def write_model_files(
-    folder: Path, model: torch.nn.Module, config: EmbedderConfig, class_means: Optional[torch.Tensor] = None
+    folder: Path,
+    model: torch.nn.Module,
+    config: EmbedderConfig,
+    class_means: Optional[torch.Tensor] = None,
+    class_statistics: Optional[dict] = None,
 ) -> None:
-    """Writes ``embedder.json``, ``model.safetensors`` and, with means, ``class_means.safetensors`` into ``folder``
-    (an empty folder being staged: see :func:`save_model_folder`)."""
+    """Writes ``embedder.json``, ``model.safetensors`` and, with means, ``class_means.safetensors`` (with the
+    :data:`CLASS_STATISTICS` of ``class_statistics`` beside them) into ``folder`` (an empty folder being staged: see
+    :func:`save_model_folder`)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
     make_readable(folder / WEIGHTS_FILE)
     if class_means is not None:
-        save_file({"class_means": class_means.detach().float().cpu().contiguous()}, str(folder / MEANS_FILE))
+        tensors = {"class_means": class_means.detach().float().cpu().contiguous()}
+        for name in CLASS_STATISTICS:
+            if class_statistics is not None and class_statistics.get(name) is not None:
+                tensors[name] = class_statistics[name].detach().double().cpu().contiguous()
+        save_file(tensors, str(folder / MEANS_FILE))
         make_readable(folder / MEANS_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1) + "\n")
 
@@ -89,6 +109,7 @@ def save_model_folder(
     model: torch.nn.Module,
     config: EmbedderConfig,
     class_means: Optional[torch.Tensor] = None,
+    class_statistics: Optional[dict] = None,
     *,
     overwrite: bool = False,
 ) -> Path:
@@ -100,7 +121,7 @@ def save_model_folder(
     with staged_folder(
         folder, overwrite=overwrite, what="model", owned_names=(CONFIG_FILE, WEIGHTS_FILE, MEANS_FILE)
     ) as tmp:
-        write_model_files(tmp, model, config, class_means)
+        write_model_files(tmp, model, config, class_means, class_statistics)
     return Path(folder)
 
 
@@ -193,6 +214,9 @@ def _config_problem(raw: dict) -> Optional[str]:
     kappa = raw.get("kappa")
     if kappa is not None and not (is_finite_number(kappa) and kappa > 0):
         return f"kappa must be a positive number (or null), got {kappa!r}"
+    problem = _open_set_problem(raw.get("open_set"))
+    if problem:
+        return problem
     names = raw.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         return f"class_names must be a list of strings (or null), got {names if not isinstance(names, list) else '[...]'!r}"
@@ -204,6 +228,28 @@ def _config_problem(raw: dict) -> Optional[str]:
             return f"{key} must be a string (or null), got {raw[key]!r}"
     if "extra" in raw and not isinstance(raw["extra"], dict):
         return f"extra must be an object, got {raw['extra']!r}"
+    return None
+
+
+def _open_set_problem(open_set) -> Optional[str]:
+    """What is wrong with an ``embedder.json``'s ``open_set`` block, or None."""
+    if open_set is None:
+        return None
+    if not isinstance(open_set, dict):
+        return f"open_set must be an object (or null), got {open_set!r}"
+    missing = [k for k in ("kappas", "temperature", "score", "threshold", "tpr") if k not in open_set]
+    if missing:
+        return f"open_set lacks {', '.join(missing)}"
+    if open_set["kappas"] not in KAPPA_SOURCES:
+        return f"open_set.kappas must be one of {', '.join(KAPPA_SOURCES)}, got {open_set['kappas']!r}"
+    if open_set["score"] not in SCORES:
+        return f"open_set.score must be one of {', '.join(SCORES)}, got {open_set['score']!r}"
+    if not (is_finite_number(open_set["temperature"]) and open_set["temperature"] > 0):
+        return f"open_set.temperature must be a positive number, got {open_set['temperature']!r}"
+    if not is_finite_number(open_set["threshold"]):
+        return f"open_set.threshold must be a number, got {open_set['threshold']!r}"
+    if not (is_finite_number(open_set["tpr"]) and 0 < open_set["tpr"] <= 1):
+        return f"open_set.tpr must be in (0, 1], got {open_set['tpr']!r}"
     return None
 
 
@@ -262,6 +308,37 @@ def read_model_folder(folder: Path) -> tuple[EmbeddingModel, EmbedderConfig, Opt
     if means is not None and not torch.isfinite(means).all():
         raise DamagedFileError(f"{folder / MEANS_FILE} holds NaN or inf values: export the model again.")
     return model.eval(), config, means
+
+
+def read_class_statistics(folder: Path) -> Optional[dict]:
+    """The :data:`CLASS_STATISTICS` saved beside a model folder's means, or None when the folder has none (a model
+    of another loss, or written before they were saved).
+
+    Raises:
+        DamagedFileError: when they do not match the means or hold impossible values.
+    """
+    path = Path(folder) / MEANS_FILE
+    if not path.is_file():
+        return None
+    tensors = _load_safetensors(path)
+    if not all(name in tensors for name in CLASS_STATISTICS):
+        return None
+    rows = tensors["class_means"].shape[0]
+    counts, lengths = tensors["class_counts"], tensors["resultant_lengths"]
+    if counts.shape != (rows,) or lengths.shape != (rows,):
+        return _damaged(
+            path, f"holds class statistics of shapes {tuple(counts.shape)}, {tuple(lengths.shape)} for {rows} means"
+        )
+    if not bool(torch.isfinite(counts).all() and (counts >= 0).all()):
+        return _damaged(path, "holds class counts that are not finite and non-negative")
+    has_samples = counts > 0
+    if not bool((lengths[has_samples] >= 0).all() and (lengths[has_samples] <= 1 + 1e-6).all()):
+        return _damaged(path, "holds mean resultant lengths outside [0, 1]")
+    return {"class_counts": counts, "resultant_lengths": lengths}
+
+
+def _damaged(path: Path, problem: str):
+    raise DamagedFileError(f"{path} {problem}: export the model again.")
 
 
 def model_fingerprint(model: torch.nn.Module, eval_transform: dict) -> str:

@@ -358,9 +358,11 @@ class RecipeRun:
         diagnostic. The loss keeps the full-pass means, so the saved model carries them.
         """
         metrics = self.evaluator.test()
+        self._training_set_estimate = None
         if not self.splits.test_classes_are_train_classes:
             return metrics
-        means = self.evaluator.training_set_means().means
+        self._training_set_estimate = self.evaluator.training_set_means()
+        means = self._training_set_estimate.means
         stale = {}
         if self.means.holds_means:
             stale["classifier_accuracy_stale_means"] = self.evaluator.classifier_accuracy(self.loss.loss)
@@ -368,6 +370,15 @@ class RecipeRun:
         closed_set = self.evaluator.classification_metrics(self.loss.loss, means)
         nearest = {"nearest_mean_accuracy": closed_set.pop("nearest_mean_accuracy")}
         return {**metrics, **nearest, **stale, **closed_set}
+
+    def _class_statistics(self) -> dict:
+        """Each training class's image count and mean resultant length with the tested weights (the closed-set
+        test's pass, or one pass more), saved beside the means: inference estimates each class's concentration from
+        them (:mod:`pml_vmf.open_set`). Every process calls it."""
+        estimate = self._training_set_estimate
+        if estimate is None:
+            estimate = self.evaluator.training_set_means()
+        return {"class_counts": estimate.counts, "resultant_lengths": estimate.resultant_lengths}
 
     def evaluate_best(self, out: Path) -> dict:
         """Scores the best checkpoint on this config's data, as :meth:`test` does, writing ``out/metrics.json`` and
@@ -391,6 +402,7 @@ class RecipeRun:
         best = self.checkpoints.load("best") if self.checkpoints.exists() else None
         metrics = self._test_metrics()
         means, kappa = self.loss.saved_means_and_kappa()
+        statistics = self._class_statistics() if means is not None else None
         if self.accelerator.is_main_process:
             metrics = {"epoch": self.progress.best_epoch if best is not None else -1, **metrics}
             self.run.write_final_metrics(metrics)
@@ -402,6 +414,7 @@ class RecipeRun:
                 means,
                 kappa=kappa,
                 class_names=self.splits.train.class_names,
+                class_statistics=statistics,
             )
             self.evaluator.write_plots(self.run)
         self.log.finish()

@@ -20,10 +20,12 @@ def save_run_model(
     *,
     kappa: Optional[float] = None,
     class_names: Optional[list] = None,
+    class_statistics: Optional[dict] = None,
 ) -> Path:
     """Writes the model folder :func:`pml_vmf.load_embedder` reads, atomically, replacing an earlier one (a resumed
-    run tests again): the architecture, the weights, the eval transform's settings, the vMF means and kappa (None for
-    other losses) and the training classes' names (None where the dataset has none)."""
+        run tests again): the architecture, the weights, the eval transform's settings, the vMF means and kappa (None for
+        other losses), each class's count and mean resultant length in the training set (``class_statistics``, for
+    per-class concentrations) and the training classes' names (None where the dataset has none)."""
     card = EmbedderConfig(
         backbone=config.model.backbone,
         embedding_size=config.model.embedding_size,
@@ -37,4 +39,4 @@ def save_run_model(
         kappa=kappa,
         loss=config.loss.name,
     )
-    return save_model_folder(folder, model, card, class_means, overwrite=True)
+    return save_model_folder(folder, model, card, class_means, class_statistics, overwrite=True)

@@ -210,3 +210,53 @@ def test_a_damaged_image_under_index_default_workers_is_one_line(uninterrupted_r
     assert completed.returncode == 2, completed.stderr[-2000:]
     lines = [line for line in completed.stderr.strip().splitlines() if line.startswith("index.py:")]
     assert len(lines) == 1 and "broken.jpg" in lines[0] and "Traceback" not in completed.stderr
+
+
+def _copy_classes(digits_folder, labels, out, every: int = 5):
+    for label in labels:
+        (out / label).mkdir(parents=True)
+        for image in sorted((digits_folder / label).iterdir())[::every]:
+            shutil.copy(image, out / label / image.name)
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_saves_each_classs_spread_and_a_calibrated_model_answers_unknown(
+    uninterrupted_run, digits_folder, tmp_path
+):
+    import re
+
+    CALIBRATE = REPO / "recipes" / "calibrate.py"
+    embedder = load_embedder(uninterrupted_run)
+    counts, lengths = embedder.class_statistics["class_counts"], embedder.class_statistics["resultant_lengths"]
+    assert counts.shape == (5,) and (counts > 0).all() and ((lengths > 0) & (lengths <= 1)).all()
+    # The wiring, not a measurement: the run trained on these images of classes 0-4 (the benchmark holds them out).
+    known = _copy_classes(digits_folder, ["0", "1", "2", "3", "4"], tmp_path / "known")
+    unknown = _copy_classes(digits_folder, ["5", "8"], tmp_path / "unknown")
+    out = tmp_path / "calibrated"
+    output = run_script(CALIBRATE, "--model", str(uninterrupted_run), "--known", str(known), "--unknown", str(unknown),
+                        "--out", str(out), "--tpr", "0.9").stdout  # fmt: skip
+    assert re.search(r"temperature \S+: negative log-likelihood \S+ -> \S+, expected calibration error", output), output
+    assert re.search(r"images of unseen classes: AUROC 0\.\d{4}; the threshold accepts \d+\.\d%", output), output
+    open_set = json.loads((out / "embedder.json").read_text())["open_set"]
+    assert open_set["kappas"] == "per_class" and open_set["tpr"] == 0.9 and open_set["score"] == "vmf_log_likelihood"
+    calibrated = load_embedder(out)
+    known_embeddings, _ = calibrated.embed_folder(known, progress=False)
+    accepted = (calibrated.classify(known_embeddings)[0] != -1).double().mean()
+    assert 0.88 <= accepted <= 0.92  # the share it was asked to accept, on the images it was chosen on
+    run_script(
+        INDEX, "--model", str(out), "--images", str(unknown), "--out", str(tmp_path / "index"), "--num-workers", "0"
+    )
+    query = sorted((unknown / "8").iterdir())[0]
+    answer = run_script(SEARCH, "--index", str(tmp_path / "index"), "--query", str(query), "--classify").stdout
+    assert re.search(
+        r"class: (unknown \(of no known class: vmf_log_likelihood \S+ below the threshold \S+\)|[0-4] \(vMF posterior)",
+        answer,
+    ), answer
+    refused = run_script(CALIBRATE, "--model", str(out), "--known", str(unknown), "--out", str(tmp_path / "again"),
+                         expect_success=False)  # fmt: skip
+    assert refused.returncode == 2 and "not classes of the model (5, 8)" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    kept = run_script(CALIBRATE, "--model", str(out), "--known", str(known), "--out", str(uninterrupted_run),
+                      "--overwrite", expect_success=False)  # fmt: skip
+    assert kept.returncode == 2 and "not a model folder this tool wrote" in kept.stderr

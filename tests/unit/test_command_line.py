@@ -30,3 +30,21 @@ def test_train_help_lists_losses_and_keys_and_imports_no_torch():
     assert (
         "train.epochs  int = 30" in completed.stdout and "optim.backbone_lr  float or null = null" in completed.stdout
     )
+
+
+def test_calibrate_help_answers_without_torch_and_offers_every_open_set_score():
+    import runpy
+
+    from pml_vmf.open_set import SCORES
+
+    calibrate = runpy.run_path(str(TRAIN.parent / "calibrate.py"))
+    assert calibrate["SCORES"] == SCORES
+    probe = (
+        "import runpy, sys; sys.argv = ['calibrate.py', '--help']\n"
+        f"try:\n    runpy.run_path({str(TRAIN.parent / 'calibrate.py')!r}, run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0 and completed.stdout.strip().endswith("NO_TORCH"), completed.stderr
+    assert "--known" in completed.stdout and "{vmf_log_likelihood,vmf_max_posterior,max_cosine}" in completed.stdout

@@ -105,3 +105,92 @@ def test_load_embedder_without_the_recipes_extra_names_what_to_install(tmp_path)
     completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     assert 'pip install "pml-vmf[recipes]"' in completed.stderr.strip().splitlines()[-1]
+
+
+def _clustered_embedder(tmp_path):
+    """A vMF model of 4 classes in 16 dimensions, saved with its class statistics; and held-out known queries drawn
+    around its means, of two spreads."""
+    generator = torch.Generator().manual_seed(3)
+    means = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    spread = torch.tensor([0.1, 0.1, 0.3, 0.3])  # classes 2 and 3 are loose
+
+    def draw(n: int, labels: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(n, 16, generator=generator) * spread[labels][:, None]
+        return torch.nn.functional.normalize(means[labels] + noise, dim=1)
+
+    train_labels = torch.arange(4).repeat_interleave(200)
+    train = draw(800, train_labels)
+    sums = torch.zeros(4, 16).index_add_(0, train_labels, train)
+    statistics = {"class_counts": torch.full((4,), 200.0), "resultant_lengths": sums.norm(dim=1) / 200}
+    config = EmbedderConfig("test_resnet", 16, TRANSFORM, kappa=10.0, class_names=["a", "b", "c", "d"], loss="vmf")
+    folder = Embedder(create_embedding_model("test_resnet", 16), config, sums, statistics).save(tmp_path / "m")
+    known_labels = torch.arange(4).repeat(100)
+    return folder, draw(400, known_labels), known_labels, generator
+
+
+def test_calibration_travels_in_embedder_json_and_classify_answers_unknown_below_its_threshold(tmp_path):
+    from pml_vmf.inference import UNKNOWN
+
+    folder, known, known_labels, generator = _clustered_embedder(tmp_path)
+    embedder = load_embedder(folder)
+    assert embedder.class_statistics is not None and embedder.config.open_set is None
+    uncalibrated_labels, _ = embedder.classify(known)
+    assert (uncalibrated_labels != UNKNOWN).all()  # no calibration: every query gets a known class
+    settings = embedder.calibrate(known[:200], known_labels[:200], tpr=0.9)
+    assert settings["kappas"] == "per_class" and settings["known_images"] == 200 and settings["temperature"] > 0
+    embedder.save(folder, overwrite=True)
+    reloaded = load_embedder(folder)
+    assert reloaded.config.open_set == settings
+    labels, probabilities = reloaded.classify(known[200:])  # held out of the calibration too
+    accepted = labels != UNKNOWN
+    assert 0.8 <= accepted.double().mean() <= 0.98
+    assert (labels[accepted] == known_labels[200:][accepted]).double().mean() > 0.95
+    assert ((probabilities > 0) & (probabilities <= 1)).all()
+    unknown = torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=1)  # of no class
+    assert (reloaded.classify(unknown)[0] == UNKNOWN).double().mean() > 0.9
+
+
+def test_per_class_kappas_fit_held_out_images_better_than_one_shared_kappa(tmp_path):
+    from pml_vmf.evaluation.open_set_metrics import negative_log_likelihood
+
+    folder, known, known_labels, _ = _clustered_embedder(tmp_path)
+    embedder = load_embedder(folder)
+    per_class = embedder.class_model("per_class")
+    assert per_class.kappas[0] > 3 * per_class.kappas[2]  # the tight classes are estimated tighter
+    shared = embedder.class_model("shared")
+    assert (shared.kappas == 10.0).all()
+    nll = {
+        name: negative_log_likelihood(model.log_posterior(known), known_labels)
+        for name, model in (("per_class", per_class), ("shared", shared))
+    }
+    assert nll["per_class"] < nll["shared"]
+
+
+def test_a_model_without_class_statistics_says_how_to_get_them(tmp_path):
+    config = EmbedderConfig("test_resnet", 4, TRANSFORM, kappa=5.0)
+    means = torch.eye(3, 4)
+    folder = Embedder(create_embedding_model("test_resnet", 4), config, means).save(tmp_path / "m")
+    embedder = load_embedder(folder)
+    assert embedder.class_statistics is None
+    with pytest.raises(ValueError, match="no class statistics .* train it again .* or use kappas='shared'"):
+        embedder.calibrate(torch.eye(3, 4), torch.arange(3))
+    assert embedder.calibrate(torch.eye(3, 4), torch.arange(3), kappas="shared")["kappas"] == "shared"
+    no_vmf = Embedder(
+        create_embedding_model("test_resnet", 4), EmbedderConfig("test_resnet", 4, TRANSFORM, loss="triplet")
+    )
+    with pytest.raises(ValueError, match="has no vMF class means and kappa.*loss.name=vmf"):
+        no_vmf.calibrate(torch.eye(3, 4), torch.arange(3))
+
+
+def test_damaged_class_statistics_are_one_line_naming_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from pml_vmf.errors import DamagedFileError
+
+    folder, *_ = _clustered_embedder(tmp_path)
+    tensors = load_file(str(folder / "class_means.safetensors"))
+    for name, bad in (("resultant_lengths", torch.full((4,), 1.5)), ("class_counts", torch.ones(3))):
+        save_file({**tensors, name: bad.double()}, str(folder / "class_means.safetensors"))
+        with pytest.raises(DamagedFileError, match=r"class_means.safetensors .*export the model again") as caught:
+            load_embedder(folder)
+        assert "\n" not in str(caught.value)

@@ -75,13 +75,27 @@ def _edit_json(path, key, value):
 
 
 @pytest.mark.parametrize("key", ["backbone", "embedding_size", "eval_transform", "freeze_batchnorm", "global_pool",
-                                 "feature_layernorm", "class_names", "kappa", "loss", "format_version", "extra", None])  # fmt: skip
+                                 "feature_layernorm", "class_names", "kappa", "loss", "open_set", "format_version", "extra",
+                                 None])  # fmt: skip
 def test_embedder_json(tmp_path, key):
     for i, value in enumerate(ODD_VALUES):
         folder = _embedder().save(tmp_path / f"model{i}")
         _edit_json(folder / "embedder.json", key, value)
         try:
             load_embedder(folder)
+        except Exception as error:  # noqa: BLE001
+            _one_line(error)
+
+
+@pytest.mark.parametrize("key", ["kappas", "temperature", "score", "threshold", "tpr", "known_images"])
+def test_embedder_json_open_set(tmp_path, key):
+    calibrated = {"kappas": "shared", "temperature": 1.5, "score": "max_cosine", "threshold": 0.2, "tpr": 0.95,
+                  "known_images": 10}  # fmt: skip
+    for i, value in enumerate(ODD_VALUES):
+        folder = _embedder().save(tmp_path / f"model{i}")
+        _edit_json(folder / "embedder.json", "open_set", {**calibrated, key: _json_safe(value)})
+        try:
+            load_embedder(folder).classify(torch.randn(2, 8))
         except Exception as error:  # noqa: BLE001
             _one_line(error)
 
