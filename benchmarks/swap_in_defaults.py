@@ -25,7 +25,6 @@ the rows already there.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 import time
@@ -40,6 +39,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 from pml_vmf import GlobalMeanMiner, VMFLoss
+from pml_vmf.files import append_rows, read_rows
 
 EMBEDDING_SIZE, STEPS, BATCH_SIZE, LR = 32, 300, 64, 1e-3
 METRICS = ("mean_average_precision_at_r", "precision_at_1", "r_precision")
@@ -178,45 +178,35 @@ def evaluate(net: torch.nn.Module, evaluation: tuple) -> dict:
 def run(
     splits: Sequence[str], phases: Sequence[str], loss_names: Sequence[str], seeds: Sequence[int], out: Path
 ) -> None:
-    done = set()
-    if out.exists():
-        with out.open() as f:
-            done = {(r["split"], r["phase"], r["loss"], r["seed"]) for r in csv.DictReader(f)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not out.exists()
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        for split in splits:
-            for phase in phases:
-                train, evaluation = split_digits(split, phase)
-                for loss_name in ["untrained", *loss_names]:
-                    for seed in seeds:
-                        if (split, phase, loss_name, str(seed)) in done:
-                            continue
-                        row = {
-                            "split": split,
-                            "phase": phase,
-                            "loss": loss_name,
-                            "seed": seed,
-                            "num_classes": int(train[1].max()) + 1,
-                        }
-                        start = time.perf_counter()
-                        try:
-                            if loss_name == "untrained":
-                                torch.manual_seed(seed)
-                                result = {**evaluate(model(), evaluation), "kappa": ""}
-                            else:
-                                result = train_and_test(loss_name, train, evaluation, seed)
-                            row.update(result, status="ok")
-                        except Exception as error:  # a loss that cannot run here is a row that says why
-                            row.update(status=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:150]}")
-                        row["seconds"] = round(time.perf_counter() - start, 2)
-                        writer.writerow(row)
-                        f.flush()
-                        score = row.get("mean_average_precision_at_r", "")
-                        print(f"{split} {phase} {loss_name} seed {seed}: {row['status']} MAP@R {score}", flush=True)
+    done = {(r["split"], r["phase"], r["loss"], r["seed"]) for r in read_rows(out)}
+    for split in splits:
+        for phase in phases:
+            train, evaluation = split_digits(split, phase)
+            for loss_name in ["untrained", *loss_names]:
+                for seed in seeds:
+                    if (split, phase, loss_name, str(seed)) in done:
+                        continue
+                    row = {
+                        "split": split,
+                        "phase": phase,
+                        "loss": loss_name,
+                        "seed": seed,
+                        "num_classes": int(train[1].max()) + 1,
+                    }
+                    start = time.perf_counter()
+                    try:
+                        if loss_name == "untrained":
+                            torch.manual_seed(seed)
+                            result = {**evaluate(model(), evaluation), "kappa": ""}
+                        else:
+                            result = train_and_test(loss_name, train, evaluation, seed)
+                        row.update(result, status="ok")
+                    except Exception as error:  # a loss that cannot run here is a row that says why
+                        row.update(status=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:150]}")
+                    row["seconds"] = round(time.perf_counter() - start, 2)
+                    append_rows(out, [row], FIELDS)
+                    score = row.get("mean_average_precision_at_r", "")
+                    print(f"{split} {phase} {loss_name} seed {seed}: {row['status']} MAP@R {score}", flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

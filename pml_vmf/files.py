@@ -193,6 +193,18 @@ def read_rows(path: Path) -> list:
         return list(csv.DictReader(f))
 
 
+def append_rows(path: Path, rows: list, fieldnames: list) -> None:
+    """Appends the rows to a CSV file of these columns, writing its header first when the file is new: a benchmark's
+    results as each run finishes, so that a stopped benchmark keeps them and its rerun can skip them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_rows(path: Path, rows: list) -> None:
     """Writes the rows as CSV (the union of their columns), atomically."""
     buffer = io.StringIO()

@@ -163,19 +163,26 @@ class VMFClassModel:
         return self.temperature
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple = (1e-3, 1e3)) -> float:
-    """The temperature ``T`` minimising ``cross_entropy(logits / T, labels)``, found by golden-section search on
-    ``log T`` (the loss is convex in ``1 / T``, hence unimodal in ``log T``)."""
-    logits, labels = logits.double(), labels.long()
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple = (1e-4, 1e4)) -> float:
+    """The temperature ``T`` minimising the negative log-likelihood of ``labels`` under ``softmax(logits / T)``,
+    with one pseudo-observation spread evenly over the classes (label smoothing ``1 / (N + 1)``, Laplace's rule):
+    a calibration set the posterior already separates would otherwise drive ``T`` to 0 and the probabilities to 0 and
+    1. Found by golden-section search on ``log T`` (the loss is convex in ``1 / T``, hence unimodal in ``log T``).
+    Columns that are ``-inf`` throughout (classes without a mean) are left out."""
+    logits, labels = logits.detach().double(), labels.long().to(logits.device)
+    columns = torch.isfinite(logits).any(dim=0)
+    labels = (torch.cumsum(columns.long(), 0) - 1)[labels]
+    logits = logits[:, columns]
+    smoothing = 1.0 / (len(labels) + 1)
 
     def nll(log_t: float) -> float:
-        return float(F.cross_entropy(logits / math.exp(log_t), labels))
+        return float(F.cross_entropy(logits / math.exp(log_t), labels, label_smoothing=smoothing))
 
     low, high = math.log(bounds[0]), math.log(bounds[1])
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     fa, fb = nll(a), nll(b)
-    for _ in range(80):  # the bracket shrinks by 0.618 a step: far below float64's resolution of log T
+    for _ in range(90):  # the bracket shrinks by 0.618 a step: far below float64's resolution of log T
         if fa <= fb:
             high, b, fb = b, a, fa
             a = high - ratio * (high - low)

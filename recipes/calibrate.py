@@ -3,9 +3,10 @@
     python recipes/calibrate.py --model runs/NAME --known FOLDER --out exports/calibrated [--unknown FOLDER]
 
 ``--known`` holds images of the model's training classes that it did not train on, one sub-folder per class, named
-as the classes (``embedder.json``'s ``class_names``). The script fits the temperature of the vMF posterior (each
-class with its own concentration, ``--kappas per_class``, or the loss's one kappa) by the negative log-likelihood of
-these images, and sets the threshold of the open-set score (``--score``) that accepts a share ``--tpr`` of them.
+as the classes (``embedder.json``'s ``class_names``). The script fits the temperature of the vMF posterior (with the
+loss's one kappa, or each class with its own concentration, ``--kappas per_class``) by the negative log-likelihood of
+these images, and sets the threshold of the open-set score (``--score``, the cosine to the nearest class mean unless
+told) that accepts a share ``--tpr`` of them.
 Both are written into the model folder's ``embedder.json`` (``open_set``): ``load_embedder(...).classify`` and
 ``recipes/search.py --classify`` then answer "unknown" for a query below the threshold. With ``--unknown`` (images
 of classes the model never saw, e.g. held-out validation classes), it also reports how well the score tells them
@@ -32,8 +33,9 @@ def main(argv: list) -> int:
     parser.add_argument("--out", required=True, type=Path, help="the calibrated model folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out")
     parser.add_argument("--tpr", type=float, default=0.95, help="share of known-class images to accept")
-    parser.add_argument("--score", choices=SCORES, default="vmf_log_likelihood", help="the open-set score")
-    parser.add_argument("--kappas", choices=("per_class", "shared"), default="per_class")
+    parser.add_argument("--score", choices=SCORES, default="max_cosine", help="the open-set score")
+    parser.add_argument("--kappas", choices=("shared", "per_class"), default="shared",
+                        help="the loss's one kappa, or each class's own concentration")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args(argv)

@@ -8,8 +8,8 @@ import torch
 
 
 def _known_and_unknown(known_scores: torch.Tensor, unknown_scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    known = known_scores.double().flatten().cpu().numpy()
-    unknown = unknown_scores.double().flatten().cpu().numpy()
+    known = known_scores.detach().double().flatten().cpu().numpy()
+    unknown = unknown_scores.detach().double().flatten().cpu().numpy()
     if known.size == 0 or unknown.size == 0:
         raise ValueError("Open-set measures need scores of both known-class and unknown-class queries.")
     if not (np.isfinite(known).all() and np.isfinite(unknown).all()):
@@ -47,7 +47,7 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
         probabilities: ``(N, C)`` class probabilities.
         labels: ``(N,)`` true classes.
     """
-    confidence, predicted = probabilities.double().max(dim=1)
+    confidence, predicted = probabilities.detach().double().max(dim=1)
     correct = (predicted == labels.to(predicted.device)).double()
     bins = torch.clamp((confidence * num_bins).ceil().long() - 1, 0, num_bins - 1)
     total = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins.cpu(), torch.ones_like(confidence).cpu())
@@ -57,4 +57,6 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
 
 def negative_log_likelihood(log_probabilities: torch.Tensor, labels: torch.Tensor) -> float:
     """The mean of ``-log p(true class)`` over queries."""
-    return float(-log_probabilities.double().gather(1, labels.long().to(log_probabilities.device)[:, None]).mean())
+    return float(
+        -log_probabilities.detach().double().gather(1, labels.long().to(log_probabilities.device)[:, None]).mean()
+    )

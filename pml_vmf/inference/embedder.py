@@ -29,6 +29,7 @@ from ..models import (
     save_model_folder,
 )
 from ..open_set import KAPPA_SOURCES, SCORES, VMFClassModel, threshold_at_tpr
+from ..progress_bars import progress_bar
 
 RUN_MODEL_FOLDER = "model"  # a run writes its trained model to runs/<name>/model/
 UNKNOWN = -1
@@ -124,7 +125,7 @@ class Embedder:
             loader, gather = accelerator.prepare(loader), accelerator.gather_for_metrics
         show = progress and (accelerator is None or accelerator.is_local_main_process)
         embeddings, _, indices = embed_dataset(
-            UnitEmbeddings(self.model), _progress(loader, show, f"embedding {len(paths)} images"), device=self.device,
+            UnitEmbeddings(self.model), progress_bar(loader, desc=f"embedding {len(paths)} images", show=show), device=self.device,
             gather=gather, autocast=accelerator.autocast if accelerator is not None else None,
         )  # fmt: skip
         return embeddings, [str(paths[i]) for i in indices.tolist()]
@@ -197,8 +198,8 @@ class Embedder:
         labels: torch.Tensor,
         *,
         tpr: float = 0.95,
-        score: str = "vmf_log_likelihood",
-        kappas: str = "per_class",
+        score: str = "max_cosine",
+        kappas: str = "shared",
     ) -> dict:
         """Calibrates the class posterior and the unknown-class threshold on held-out images of the known classes
         (never images the model trained on, nor the queries it will judge), and records both in ``config.open_set``
@@ -212,8 +213,10 @@ class Embedder:
             embeddings: ``(N, embedding_size)`` embeddings of held-out images of the known classes.
             labels: ``(N,)`` their classes.
             tpr: the share of known-class queries to accept.
-            score: one of :data:`~pml_vmf.open_set.SCORES`.
-            kappas: ``"per_class"`` or ``"shared"``.
+            score: one of :data:`~pml_vmf.open_set.SCORES`. The default, the cosine to the nearest class mean, rejected
+                held-out classes best on validation (BENCHMARKS.md, "Does vMF know what it has not seen?").
+            kappas: ``"shared"`` (the loss's kappa; the default: its calibrated posterior had the lower calibration
+                error on validation) or ``"per_class"`` (each class's own concentration).
 
         Returns:
             The ``open_set`` settings.
@@ -255,12 +258,6 @@ class UnitEmbeddings(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model(images).float(), dim=1)
-
-
-def _progress(loader, show: bool, description: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(loader, desc=description, disable=not show)
 
 
 def _as_rgb(image: Union[Image.Image, str, Path]) -> Image.Image:

@@ -16,10 +16,10 @@ from typing import Optional
 
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from ..data import build_transforms
 from ..models import EmbeddingModel
+from ..progress_bars import progress_bar
 from .builders import (
     apply_optimizer_settings,
     build_accelerator,
@@ -234,11 +234,11 @@ class RecipeRun:
         self.sampler.set_epoch(epoch, start_batch=progress.step)
         reset_peak_memory(self.device)
         started = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.steps_per_epoch,
             initial=progress.step,
             desc=f"epoch {epoch}",
-            disable=not self.accelerator.is_local_main_process,
+            show=self.accelerator.is_local_main_process,
         )
         with bar:  # closed before any message of a stop, so that the message is the last line
             for images, labels, _ in self.train_loader:

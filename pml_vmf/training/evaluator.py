@@ -20,6 +20,7 @@ from ..evaluation import (
     predict_with_loss,
     retrieval_metrics,
 )
+from ..progress_bars import progress_bar
 from ..sharding import ClassShard
 from .config import RecipeConfig
 from .run_folder import RunFolder
@@ -80,9 +81,7 @@ class RunEvaluator:
 
     def _with_progress(self, name: str, phase: str):
         """The loader of split ``name`` behind a progress bar that names the phase, on the main process only."""
-        from tqdm.auto import tqdm
-
-        return tqdm(self.loaders[name], desc=phase, leave=False, disable=not self.accelerator.is_local_main_process)
+        return progress_bar(self.loaders[name], desc=phase, leave=False, show=self.accelerator.is_local_main_process)
 
     def evaluate(self, query_set: str = "query", reference_set: Optional[str] = None) -> dict:
         """Retrieval metrics of one split, computed on the main process and returned there (``{}`` elsewhere)."""

@@ -239,7 +239,7 @@ def test_a_run_saves_each_classs_spread_and_a_calibrated_model_answers_unknown(
     assert re.search(r"temperature \S+: negative log-likelihood \S+ -> \S+, expected calibration error", output), output
     assert re.search(r"images of unseen classes: AUROC 0\.\d{4}; the threshold accepts \d+\.\d%", output), output
     open_set = json.loads((out / "embedder.json").read_text())["open_set"]
-    assert open_set["kappas"] == "per_class" and open_set["tpr"] == 0.9 and open_set["score"] == "vmf_log_likelihood"
+    assert open_set["kappas"] == "shared" and open_set["tpr"] == 0.9 and open_set["score"] == "max_cosine"
     calibrated = load_embedder(out)
     known_embeddings, _ = calibrated.embed_folder(known, progress=False)
     accepted = (calibrated.classify(known_embeddings)[0] != -1).double().mean()
@@ -250,7 +250,7 @@ def test_a_run_saves_each_classs_spread_and_a_calibrated_model_answers_unknown(
     query = sorted((unknown / "8").iterdir())[0]
     answer = run_script(SEARCH, "--index", str(tmp_path / "index"), "--query", str(query), "--classify").stdout
     assert re.search(
-        r"class: (unknown \(of no known class: vmf_log_likelihood \S+ below the threshold \S+\)|[0-4] \(vMF posterior)",
+        r"class: (unknown \(of no known class: max_cosine \S+ below the threshold \S+\)|[0-4] \(vMF posterior)",
         answer,
     ), answer
     refused = run_script(CALIBRATE, "--model", str(out), "--known", str(unknown), "--out", str(tmp_path / "again"),

@@ -136,7 +136,9 @@ def test_calibration_travels_in_embedder_json_and_classify_answers_unknown_below
     assert embedder.class_statistics is not None and embedder.config.open_set is None
     uncalibrated_labels, _ = embedder.classify(known)
     assert (uncalibrated_labels != UNKNOWN).all()  # no calibration: every query gets a known class
-    settings = embedder.calibrate(known[:200], known_labels[:200], tpr=0.9)
+    settings = embedder.calibrate(
+        known[:200], known_labels[:200], tpr=0.9, kappas="per_class", score="vmf_log_likelihood"
+    )
     assert settings["kappas"] == "per_class" and settings["known_images"] == 200 and settings["temperature"] > 0
     embedder.save(folder, overwrite=True)
     reloaded = load_embedder(folder)
@@ -173,8 +175,9 @@ def test_a_model_without_class_statistics_says_how_to_get_them(tmp_path):
     embedder = load_embedder(folder)
     assert embedder.class_statistics is None
     with pytest.raises(ValueError, match="no class statistics .* train it again .* or use kappas='shared'"):
-        embedder.calibrate(torch.eye(3, 4), torch.arange(3))
-    assert embedder.calibrate(torch.eye(3, 4), torch.arange(3), kappas="shared")["kappas"] == "shared"
+        embedder.calibrate(torch.eye(3, 4), torch.arange(3), kappas="per_class")
+    defaults = embedder.calibrate(torch.eye(3, 4), torch.arange(3))  # the loss's kappa and the nearest mean's cosine
+    assert defaults["kappas"] == "shared" and defaults["score"] == "max_cosine"
     no_vmf = Embedder(
         create_embedding_model("test_resnet", 4), EmbedderConfig("test_resnet", 4, TRANSFORM, loss="triplet")
     )

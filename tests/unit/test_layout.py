@@ -102,3 +102,17 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+def test_progress_bars_go_through_one_helper_that_leaves_tqdm_disable_in_force():
+    callers = [
+        p.name for p in (REPO / "pml_vmf").rglob("*.py") if "tqdm(" in p.read_text() and p.name != "progress_bars.py"
+    ]
+    assert callers == []
+    probe = "from pml_vmf.progress_bars import progress_bar; print(progress_bar(range(3), show=True).disable)"
+    environment = {**child_environment(), "TQDM_DISABLE": "1"}
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=REPO)
+    assert shown.stdout.strip() == "True", shown.stderr
+    environment.pop("TQDM_DISABLE")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=REPO)
+    assert shown.stdout.strip() == "False", shown.stderr
