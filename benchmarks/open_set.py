@@ -399,21 +399,40 @@ def summary(path: Path) -> str:
                 + f" | {cell((data_name, loss_name, 'posterior', 'vmf_per_class', 'accuracy'))} |"
             )
         lines += [""]
-        ours = (data_name, "vmf", "score", "vmf_log_likelihood", "auroc")
         others = [
             k
             for k in by_key
             if k[0] == data_name and k[2] == "score" and k[4] == "auroc" and not k[1].startswith("vmf")
         ]
-        if ours in by_key and others:
-            best = max(others, key=lambda k: statistics.mean(by_key[k].values()))
+        if not others:
+            continue
+        best = max(others, key=lambda k: statistics.mean(by_key[k].values()))
+        for loss_name in (name for name in losses_here if name.startswith("vmf")):
+            for score in ("vmf_log_likelihood", "max_cosine"):  # vMF's own score, and the calibration's default
+                ours = (data_name, loss_name, "score", score, "auroc")
+                if ours not in by_key:
+                    continue
+                result = paired_difference(by_key[ours], by_key[best])
+                lines.append(
+                    f"* {loss_name}, {score} minus the best other ({best[1]}, {best[3]}), AUROC over "
+                    f"{len(result.seeds)} seeds: {result.mean:+.4f} [{result.low:+.4f}, {result.high:+.4f}], "
+                    f"{VERDICTS[result.verdict]}."
+                )
+        calibrated = [
+            k
+            for k in by_key
+            if k[0] == data_name and k[2] == "posterior" and k[4] == "ece" and not k[1].startswith("vmf")
+        ]
+        best = min(calibrated, key=lambda k: statistics.mean(by_key[k].values()))
+        for loss_name in (name for name in losses_here if name.startswith("vmf")):
+            ours = (data_name, loss_name, "posterior", "vmf_shared", "ece")
             result = paired_difference(by_key[ours], by_key[best])
             lines.append(
-                f"vMF's own score (vmf, vmf_log_likelihood) minus the best other ({best[1]}, {best[3]}), AUROC over "
-                f"{len(result.seeds)} seeds: {result.mean:+.4f} [{result.low:+.4f}, {result.high:+.4f}], "
-                f"{VERDICTS[result.verdict]}."
+                f"* {loss_name}'s calibrated posterior (vmf_shared) minus the best other ({best[1]}, {best[3]}), ECE "
+                f"over {len(result.seeds)} seeds: {result.mean:+.4f} [{result.low:+.4f}, {result.high:+.4f}] "
+                "(negative: vMF better calibrated)."
             )
-            lines.append("")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -42,5 +42,5 @@ def test_a_run_writes_every_score_and_posterior_and_the_summary_pairs_by_seed(tm
     assert len(list(csv.DictReader(out.open()))) == len(rows)
     text = summary(out)
     assert "| vmf | " in text and "| softmax | " in text
-    assert "vMF's own score (vmf, vmf_log_likelihood) minus the best other (softmax, " in text
+    assert "* vmf, vmf_log_likelihood minus the best other (softmax, " in text
     assert "AUROC over 2 seeds" in text
