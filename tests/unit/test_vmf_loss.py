@@ -248,9 +248,18 @@ def test_non_cosine_distance_is_a_value_error(distance):
         VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, distance=distance)
 
 
-def test_cosine_distances_are_accepted():
-    VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, distance=distances.CosineSimilarity())
-    VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, distance=distances.DotProductSimilarity())
+def test_cosine_distances_are_accepted_and_give_the_default_loss():
+    torch.manual_seed(0)
+    means = F.normalize(torch.randn(NUM_CLASSES, EMBEDDING_SIZE), dim=1)
+    embeddings, labels = _batch(torch.float32, torch.device("cpu"))
+    values = []
+    for extra in ({}, {"distance": distances.CosineSimilarity()}, {"distance": distances.DotProductSimilarity()}):
+        loss_func = VMFLoss(NUM_CLASSES, EMBEDDING_SIZE, **extra)
+        loss_func.means.copy_(means)
+        values.append(loss_func(embeddings, labels))
+    assert isinstance(VMFLoss(NUM_CLASSES, EMBEDDING_SIZE).distance, distances.CosineSimilarity)
+    torch.testing.assert_close(values[1], values[0])
+    torch.testing.assert_close(values[2], values[0])  # a dot product of normalised embeddings is the cosine
 
 
 def test_warns_once_when_nothing_updates_the_means():
