@@ -259,9 +259,11 @@ def _load_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own SafetensorError for truncated or altered files
-        raise DamagedFileError(
-            f"{path} cannot be read as safetensors ({error}): the file is truncated or damaged."
-        ) from None
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> DamagedFileError:
+    return DamagedFileError(f"{path} cannot be read as safetensors ({error}): the file is truncated or damaged.")
 
 
 def read_model_folder(folder: Path) -> tuple[EmbeddingModel, EmbedderConfig, Optional[torch.Tensor]]:
@@ -317,14 +319,19 @@ def read_class_statistics(folder: Path) -> Optional[dict]:
     Raises:
         DamagedFileError: when they do not match the means or hold impossible values.
     """
+    from safetensors import safe_open
+
     path = Path(folder) / MEANS_FILE
     if not path.is_file():
         return None
-    tensors = _load_safetensors(path)
-    if not all(name in tensors for name in CLASS_STATISTICS):
-        return None
-    rows = tensors["class_means"].shape[0]
-    counts, lengths = tensors["class_counts"], tensors["resultant_lengths"]
+    try:  # only the statistics and the means' shape: the means themselves were read with the model
+        with safe_open(str(path), framework="pt") as f:
+            if not all(name in f.keys() for name in CLASS_STATISTICS):
+                return None
+            rows = f.get_slice("class_means").get_shape()[0]
+            counts, lengths = (f.get_tensor(name) for name in CLASS_STATISTICS)
+    except Exception as error:  # safetensors raises its own SafetensorError for truncated or altered files
+        raise _unreadable(path, error) from None
     if counts.shape != (rows,) or lengths.shape != (rows,):
         return _damaged(
             path, f"holds class statistics of shapes {tuple(counts.shape)}, {tuple(lengths.shape)} for {rows} means"
