@@ -68,18 +68,14 @@ class PartialFCVMFLoss(VMFLoss):
                 "PartialFCVMFLoss sample_rate is the share of classes in each softmax, in (0, 1] (Partial FC uses "
                 f"0.1-0.3), got {sample_rate}."
             )
-        self._shard = shard  # read by VMFLoss.__init__ to size the means
+        self.shard = shard  # read by VMFLoss.__init__ to size the means
         super().__init__(num_classes, embedding_size, kappa, **kwargs)
         self.sample_rate = float(sample_rate)
         self.sampled_classes: Optional[torch.Tensor] = None  # global class ids of the last sampled softmax
         self.add_to_recordable_attributes(name="sample_rate", is_stat=False)
 
-    @property
-    def shard(self) -> Optional[ClassShard]:
-        return self._shard
-
     def _mean_rows(self) -> int:
-        return self.num_classes if self._shard is None else self._shard.size
+        return self.num_classes if self.shard is None else self.shard.size
 
     @property
     def _samples_classes(self) -> bool:
